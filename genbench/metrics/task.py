@@ -1,0 +1,88 @@
+"""Each dataset's own metric, on logits (N, C) against labels; results in percent as the paper's tables give them.
+
+- accuracy: top-1.
+- mean_per_class_recall: the mean over classes of per-class recall (Caltech-101, FGVC-Aircraft, Flowers-102, Pets).
+- map_11point: VOC-2007 multi-label: per class, the 11-point interpolated average precision of the scores against
+  that class's 0/1 ground truth; the mean over classes.
+- roc_auc: Hateful Memes: ROC-AUC of the positive class (class 1) scored by the softmax probability of class 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genbench.errors import UsageError
+
+METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc")
+
+
+def accuracy(labels: np.ndarray, logits: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels) * 100.0)
+
+
+def mean_per_class_recall(labels: np.ndarray, logits: np.ndarray) -> float:
+    pred = np.argmax(logits, axis=1)
+    recalls = [np.mean(pred[labels == c] == c) for c in np.unique(labels)]
+    return float(np.mean(recalls) * 100.0)
+
+
+def average_precision_11point(truth: np.ndarray, scores: np.ndarray) -> float:
+    """VOC-2007 AP: the mean over recall thresholds 0, 0.1, ..., 1 of the best precision at recall >= threshold."""
+    truth = np.asarray(truth).astype(bool)
+    n_pos = int(truth.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    hits = truth[order]
+    tp = np.cumsum(hits)
+    fp = np.cumsum(~hits)
+    recall = tp / n_pos
+    precision = tp / np.maximum(tp + fp, 1)
+    ap = 0.0
+    for t in np.linspace(0.0, 1.0, 11):
+        mask = recall >= t
+        ap += (precision[mask].max() if mask.any() else 0.0) / 11.0
+    return float(ap)
+
+
+def map_11point(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Mean over classes (with at least one positive) of the 11-point AP; ``labels`` is (N, C) 0/1."""
+    if labels.ndim != 2:
+        raise UsageError("labels", f"shape {labels.shape}", "(N, C) 0/1 multi-label ground truth for map_11point")
+    aps = [average_precision_11point(labels[:, c], logits[:, c]) for c in range(labels.shape[1])]
+    aps = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(aps) * 100.0)
+
+
+def _roc_auc_binary(truth: np.ndarray, scores: np.ndarray) -> float:
+    # Mann-Whitney U with average ranks for ties: equals the area under the ROC curve.
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth).astype(bool)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(z)
+    prob /= prob.sum(axis=1, keepdims=True)
+    return _roc_auc_binary(labels == 1, prob[:, 1]) * 100.0
+
+
+_FUNCS = {
+    "accuracy": accuracy,
+    "mean_per_class_recall": mean_per_class_recall,
+    "map_11point": map_11point,
+    "roc_auc": roc_auc,
+}
+
+
+def score(metric: str, labels: np.ndarray, logits: np.ndarray) -> float:
+    """Score ``logits`` against ``labels`` with the named metric, in percent."""
+    if metric not in _FUNCS:
+        raise UsageError("metric", metric, METRICS)
+    return _FUNCS[metric](np.asarray(labels), np.asarray(logits, dtype=np.float64))
