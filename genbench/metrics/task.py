@@ -39,7 +39,8 @@ def average_precision_11point(truth: np.ndarray, scores: np.ndarray) -> float:
     recall = tp / n_pos
     precision = tp / np.maximum(tp + fp, 1)
     ap = 0.0
-    for t in np.linspace(0.0, 1.0, 11):
+    # k / 10, not k * 0.1: 3 * 0.1 is 0.30000000000000004, which would wrongly exclude a recall of exactly 0.3 (e.g. 6/20).
+    for t in np.arange(11) / 10.0:
         mask = recall >= t
         ap += (precision[mask].max() if mask.any() else 0.0) / 11.0
     return float(ap)
