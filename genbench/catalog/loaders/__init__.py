@@ -11,6 +11,11 @@ from genbench.errors import UsageError
 # loader kind -> module with a ``load(spec, split, data_root) -> SplitData`` function.
 _KINDS = {
     "sklearn_digits": "genbench.catalog.loaders.digits",
+    # on-disk datasets: the kind is the preferred layout; ondisk.load also tries the other accepted layouts.
+    "torchvision": "genbench.catalog.loaders.ondisk",
+    "imagefolder": "genbench.catalog.loaders.ondisk",
+    "webdataset": "genbench.catalog.loaders.ondisk",
+    "manifest": "genbench.catalog.loaders.ondisk",
 }
 
 __all__ = ["SplitData", "load_split", "loader_kinds"]
