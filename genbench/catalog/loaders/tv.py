@@ -98,6 +98,13 @@ class TorchvisionSplit(SplitData):
             ds = cls(str(self._root), **kwargs)
         except ImportError as e:  # e.g. PCAM needs h5py
             raise UsageError(f"dataset {self.dataset!r} (torchvision layout)", str(e), "the package torchvision needs for it installed") from e
+        except RuntimeError as e:
+            # torchvision's "not found or corrupted": a file is missing or fails its published checksum.
+            raise UsageError(
+                f"dataset {self.dataset!r} (torchvision {opts['class']} layout at {self._root})",
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+                f"the unmodified files torchvision.datasets.{opts['class']} reads (it verifies them); data from {self._spec.origin}",
+            ) from e
         if self._spec.multilabel:
             labels = _voc_labels(self._spec, ds)
         else:
