@@ -263,21 +263,25 @@ def _cluster_spec_errors(spec: dict, at: list) -> list[str]:
         "enableInTreeAutoscaling"
     )
     for here, label, group in groups:
-        pod_spec = (group.get("template") or {}).get("spec") or {}
-        if not pod_spec.get("containers"):
-            errors.append(f"{format_path(here + ['template', 'spec', 'containers'])}: {label} needs at least one container")
-        params = group.get("rayStartParams") or {}
-        if any(params.get(k) for k in _RAY_START_RESOURCE_KEYS) and group.get("resources"):
-            errors.append(
-                f"{format_path(here + ['resources'])}: {label} sets resources both in rayStartParams and in resources; use one"
-            )
-        if "labels" in params:
-            errors.append(f"{format_path(here + ['rayStartParams', 'labels'])}: not supported; use the group's labels field")
-        policy = pod_spec.get("restartPolicy")
-        if autoscaler_v2 and policy not in (None, "", "Never"):
-            errors.append(
-                f"{format_path(here + ['template', 'spec', 'restartPolicy'])}: must be Never or unset with autoscaler v2"
-            )
+        errors += _group_errors(here, label, group, bool(autoscaler_v2))
+    return errors
+
+
+def _group_errors(here: list, label: str, group: dict, autoscaler_v2: bool) -> list[str]:
+    """KubeRay's per-group rules: a container, resources declared one way, no labels in rayStartParams."""
+    errors = []
+    pod_spec = (group.get("template") or {}).get("spec") or {}
+    if not pod_spec.get("containers"):
+        errors.append(f"{format_path(here + ['template', 'spec', 'containers'])}: {label} needs at least one container")
+    params = group.get("rayStartParams") or {}
+    if any(params.get(k) for k in _RAY_START_RESOURCE_KEYS) and group.get("resources"):
+        errors.append(f"{format_path(here + ['resources'])}: {label} also sets resources in rayStartParams; use one")
+    if "labels" in params:
+        errors.append(f"{format_path(here + ['rayStartParams', 'labels'])}: not supported; use the group's labels")
+    policy = pod_spec.get("restartPolicy")
+    if autoscaler_v2 and policy not in (None, "", "Never"):
+        where = format_path(here + ["template", "spec", "restartPolicy"])
+        errors.append(f"{where}: must be Never or unset with autoscaler v2")
     return errors
 
 

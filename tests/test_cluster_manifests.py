@@ -205,6 +205,15 @@ def _no_head_container(doc):
     doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"] = []
 
 
+def _duplicate_group(doc):
+    groups = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    groups.append(copy.deepcopy(groups[0]))
+
+
+def _resources_twice(doc):
+    doc["spec"]["rayClusterSpec"]["headGroupSpec"]["resources"] = {"CPU": "1"}  # head also has num-cpus "0"
+
+
 BROKEN = {
     "gpu-as-word": (_gpu_as_word, ['limits["nvidia.com/gpu"]', "'one'"]),
     "60-char-name": (_long_name, ["metadata.name", "60 characters", "47"]),
@@ -217,6 +226,8 @@ BROKEN = {
     "min-above-max": (_min_above_max, ["workerGroupSpecs[0].minReplicas", "maxReplicas"]),
     "runtime-env-not-mapping": (_bad_runtime_env, ["spec.runtimeEnvYAML", "mapping"]),
     "no-head-container": (_no_head_container, ["headGroupSpec.template.spec.containers", "at least one"]),
+    "duplicate-worker-group": (_duplicate_group, ["workerGroupSpecs[1].groupName", "duplicate"]),
+    "resources-twice": (_resources_twice, ["headGroupSpec.resources", "rayStartParams"]),
 }
 
 
@@ -266,7 +277,8 @@ def test_is_quantity(value, ok):
 def test_wrong_kind_and_api_version_are_named():
     doc = _load("raycluster.yaml")
     assert clusterspec.validate_manifest({**doc, "kind": "Deployment"})[0].startswith("kind:")
-    assert any(e.startswith("apiVersion:") for e in clusterspec.validate_manifest({**doc, "apiVersion": "ray.io/v1alpha1"}))
+    errors = clusterspec.validate_manifest({**doc, "apiVersion": "ray.io/v1alpha1"})
+    assert any(e.startswith("apiVersion:") for e in errors)
 
 
 # ---- files and the CRD directory -----------------------------------------------------------------------------
