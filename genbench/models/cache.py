@@ -1,0 +1,60 @@
+"""Where built models live, and how a model directory is written once even with concurrent writers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def default_cache_dir() -> str:
+    """``$GENBENCH_CACHE`` if set, else ``~/.cache/genbench``."""
+    env = os.environ.get("GENBENCH_CACHE")
+    return env if env else os.path.join(os.path.expanduser("~"), ".cache", "genbench")
+
+
+def load_config(name: str) -> dict[str, Any]:
+    """A JSON config shipped in ``genbench/models/configs/<name>.json``."""
+    with open(CONFIG_DIR / f"{name}.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def config_hash(config: dict[str, Any], length: int = 12) -> str:
+    """Stable short hash of a JSON-able config: the cache key of a built model."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def build_once(target: Path, builder: Callable[[Path], None], marker: str) -> Path:
+    """Make ``target`` exist with ``marker`` inside, calling ``builder(tmp_dir)`` only if it does not.
+
+    The builder writes into a private temp dir next to ``target`` which is then renamed into place: a rename of a
+    directory is atomic on POSIX, so concurrent processes (Ray workers on one node) either win the rename or find the
+    winner's complete copy; nobody ever sees a half-written model.
+    """
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        log.info("building %s (first use; later loads read the saved copy)", target.name)
+        builder(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another process renamed its copy first (the target is a non-empty dir): use that one.
+            if not (target / marker).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,188 @@
+"""Generator references -> an object that turns (prompt, negative prompt, seed) triples into RGB images.
+
+References: ``tiny`` (a real StableDiffusionPipeline built offline from ``configs/tiny-sd.json``), ``null`` (no model:
+seeded noise images, to measure the engine's own cost), ``random:<config>`` (a shipped architecture such as
+``random:sd21-base`` with random weights, for throughput), a hub id (``stabilityai/stable-diffusion-2-1-base``,
+``stabilityai/stable-diffusion-xl-base-1.0``, ...) or a local diffusers pipeline directory. Every diffusers model is loaded
+by ``AutoPipelineForText2Image.from_pretrained``; img2img shares its weights via ``AutoPipelineForImage2Image.from_pipe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genbench.errors import UsageError
+from genbench.models.device import resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+ALLOWED_GENERATOR = ("tiny, null, random:<config> (e.g. random:sd21-base), a hub id such as "
+                     "stabilityai/stable-diffusion-2-1-base, or a local diffusers pipeline directory")
+SCHEDULERS = ("dpmsolver++", "default")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ImageGenerator:
+    """Base interface; see :class:`DiffusersGenerator` and :class:`NullGenerator`."""
+
+    ref: str
+    is_tiny: bool
+    default_size: int
+
+    def generate(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], *, steps: int,
+                 guidance_scale: float, height: int | None = None, width: int | None = None,
+                 init_images: list | None = None, strength: float | None = None) -> list[Image.Image]:
+        raise NotImplementedError
+
+    def _check(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], steps: int,
+               height: int | None, width: int | None, init_images: list | None,
+               strength: float | None) -> tuple[int, int]:
+        """Validate a call up front (naming the argument) and return the (height, width) to generate at."""
+        n = len(prompts)
+        if len(negative_prompts) != n:
+            raise UsageError("negative_prompts", f"{len(negative_prompts)} items", f"one per prompt ({n})")
+        if len(seeds) != n:
+            raise UsageError("seeds", f"{len(seeds)} items", f"one per prompt ({n})")
+        if int(steps) < 1:
+            raise UsageError("steps", steps, "an integer >= 1")
+        h, w = height or self.default_size, width or self.default_size
+        for name, v in (("height", h), ("width", w)):
+            if v % 8 or v <= 0:
+                raise UsageError(name, v, "a positive multiple of 8")
+        if init_images is not None:
+            if len(init_images) != n:
+                raise UsageError("init_images", f"{len(init_images)} items", f"one per prompt ({n})")
+            if strength is None or not 0.0 < float(strength) <= 1.0:
+                raise UsageError("strength", strength, "a number in (0, 1] when init_images are given")
+        return h, w
+
+
+class NullGenerator(ImageGenerator):
+    """No model: an image per seed of uniform noise, cheap and deterministic, for measuring orchestration overhead."""
+
+    def __init__(self) -> None:
+        self.ref, self.is_tiny, self.default_size = "null", True, 64
+
+    def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
+                 init_images=None, strength=None):
+        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
+        return [Image.fromarray(np.random.default_rng(int(s)).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+                for s in seeds]
+
+
+class DiffusersGenerator(ImageGenerator):
+    """A diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, ...) with a lazily derived img2img twin."""
+
+    def __init__(self, ref: str, pipe: Any, is_tiny: bool, device: torch.device):
+        self.ref, self.pipe, self.is_tiny, self.device = ref, pipe, is_tiny, device
+        unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = unet.config.sample_size
+        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+        self.default_size = int(sample * pipe.vae_scale_factor)
+        self._img2img: Any = None
+
+    def _image_pipe(self) -> Any:
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            # from_pipe reuses the loaded modules: no second copy of the weights.
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    @torch.inference_mode()
+    def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
+                 init_images=None, strength=None):
+        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
+        if not prompts:
+            return []
+        # One CPU generator per sample, seeded with that sample's seed: its initial noise is independent of batching.
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        # diffusers wants all-or-nothing negative prompts; "" is exactly what it uses for a missing one.
+        negatives = None if all(n is None for n in negative_prompts) else [n or "" for n in negative_prompts]
+        common = dict(prompt=list(prompts), negative_prompt=negatives, num_inference_steps=int(steps),
+                      guidance_scale=float(guidance_scale), generator=generators, output_type="pil")
+        if init_images is None:
+            out = self.pipe(height=h, width=w, **common)
+        else:
+            # img2img keeps the init image size; resize so the output has the requested size.
+            images = [im.convert("RGB").resize((w, h), Image.BICUBIC) for im in init_images]
+            out = self._image_pipe()(image=images, strength=float(strength), **common)
+        return [im.convert("RGB") for im in out.images]
+
+    def __repr__(self) -> str:
+        return f"DiffusersGenerator(ref={self.ref!r}, device={self.device}, size={self.default_size})"
+
+
+def _resolve_path(ref: str, cache_dir: str | None) -> tuple[str, bool]:
+    """(path or hub id for from_pretrained, is_tiny)."""
+    from genbench.models.build import built_pipeline_dir
+    from genbench.models.cache import CONFIG_DIR
+
+    if ref == "tiny":
+        return str(built_pipeline_dir("tiny-sd", cache_dir)), True
+    if ref.startswith("random:"):
+        name = ref[len("random:"):]
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.json") if p.stem not in ("tiny-clip",))
+        if name not in shipped:
+            raise UsageError("generator", ref, "random:<config> with config one of " + ", ".join(shipped))
+        return str(built_pipeline_dir(name, cache_dir)), name.startswith("tiny")
+    if os.path.isdir(ref):
+        if not os.path.isfile(os.path.join(ref, "model_index.json")):
+            raise UsageError("generator", ref, "a diffusers pipeline directory (with model_index.json); " + ALLOWED_GENERATOR)
+        return ref, False
+    if _HUB_ID.match(ref):
+        return ref, False
+    raise UsageError("generator", ref, ALLOWED_GENERATOR)
+
+
+def _set_scheduler(pipe: Any, scheduler: str) -> None:
+    if scheduler == "default":
+        return
+    from diffusers import DPMSolverMultistepScheduler
+
+    # Multistep DPM-Solver++ (2nd order) is deterministic given the initial noise: no per-step noise is drawn.
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+
+
+def load_generator(ref: str, device: str | None = None, dtype: str | None = None, cache_dir: str | None = None,
+                   scheduler: str = "dpmsolver++", compile: bool = False) -> ImageGenerator:
+    """Load a generator by reference (see module docstring). GPU default dtype is bf16, CPU always float32 unless asked."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise UsageError("generator", ref, ALLOWED_GENERATOR)
+    if scheduler not in SCHEDULERS:
+        raise UsageError("scheduler", scheduler, SCHEDULERS)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if ref == "null":
+        return NullGenerator()
+    path, is_tiny = _resolve_path(ref, cache_dir)
+    from diffusers import AutoPipelineForText2Image
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if not os.path.isdir(path) and cache_dir:
+        kwargs["cache_dir"] = os.path.join(cache_dir, "hub")
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(path, **kwargs)
+    except OSError as e:
+        # Offline (HF_HUB_OFFLINE=1) and not in the local HF cache, or no such repo.
+        raise UsageError("generator", ref, ALLOWED_GENERATOR + f" (loading failed: {str(e).splitlines()[0]})") from e
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # benchmark data is filtered downstream; the checker also blacks out images
+    _set_scheduler(pipe, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(dev)
+    if dev.type == "cuda":
+        # SDPA (AttnProcessor2_0) is diffusers' default on torch 2; channels_last helps the UNet's convolutions.
+        pipe.unet.to(memory_format=torch.channels_last)
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+    log.info("loaded generator %s from %s on %s (%s)", ref, path, dev, torch_dtype)
+    return DiffusersGenerator(ref, pipe, is_tiny, dev)
