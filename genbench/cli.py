@@ -1,0 +1,237 @@
+"""The ``genbench`` command. It only parses arguments, configures logging and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from genbench.errors import GenbenchError, ShardFailures, UsageError
+
+log = logging.getLogger("genbench")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit code 2, like every other usage error
+        sys.stderr.write(f"genbench: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _int_at_least(minimum: int):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer >= {minimum}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"got {v}; allowed: an integer >= {minimum}")
+        return v
+
+    return conv
+
+
+def _positive(_name: str):
+    return _int_at_least(1)
+
+
+def _nonneg(_name: str):
+    return _int_at_least(0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genbench", description="Benchmark generated, retrieved and original data for visual recognition.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run an experiment config end to end")
+    r.add_argument("config")
+    r.add_argument("--out", help="output directory or URL (default: the config's 'out', else out/<name>)")
+    r.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local cluster)")
+    r.add_argument("--workers", type=_positive("--workers"), help="number of worker actors")
+
+    common_build = argparse.ArgumentParser(add_help=False)
+    common_build.add_argument("--dataset", required=True)
+    common_build.add_argument("--shots", required=True, type=_positive("--shots"))
+    common_build.add_argument("--out", required=True, help="root of the collections: OUT/<dataset>/<source>/<variant>/")
+    common_build.add_argument("--clip", default="ViT-B-32:openai", help="CLIP model for the embedding sidecars ('none' to skip)")
+    common_build.add_argument("--seed", type=_nonneg("--seed"), default=0, help="run seed")
+    common_build.add_argument("--workers", type=_positive("--workers"))
+    common_build.add_argument("--shard-size", type=_positive("--shard-size"), default=1000)
+    common_build.add_argument("--data-root")
+    common_build.add_argument("--address")
+
+    g = sub.add_parser("generate", parents=[common_build], help="generate a collection with a text-to-image model")
+    g.add_argument("--generator", required=True, help="'tiny', 'null', a hub id or a local diffusers directory")
+    g.add_argument("--strategy", default="st", help="prompt strategy (st, dt, ce, rd, np, np+rd, tig)")
+    g.add_argument("--steps", type=_positive("--steps"), default=25)
+    g.add_argument("--guidance-scale", type=float, default=7.5)
+    g.add_argument("--batch-size", type=_positive("--batch-size"), default=8)
+    g.add_argument("--resolution", type=_positive("--resolution"))
+    g.add_argument("--image-size", type=_positive("--image-size"))
+    g.add_argument("--image-format", default="jpg")
+    g.add_argument("--dtype")
+
+    o = sub.add_parser("original", parents=[common_build], help="write a k-shot collection of the dataset's own train split")
+    o.add_argument("--image-format", default="png")
+
+    e = sub.add_parser("embed", help="embed a real split (or a collection's shards) with a CLIP model")
+    e.add_argument("--dataset")
+    e.add_argument("--split", default="test")
+    e.add_argument("--clip", required=True)
+    e.add_argument("--out", help="FILE.parquet for a split's embeddings (columns index, cls, embedding)")
+    e.add_argument("--collection", help="a collection directory: write its missing sidecars emb/<clip-slug>/")
+    e.add_argument("--data-root")
+    e.add_argument("--cache-dir")
+
+    s = sub.add_parser("score", help="score one collection against the real test split")
+    s.add_argument("--train", required=True, help="collection directory")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--clip", required=True)
+    s.add_argument("--json", required=True, help="file to write the record to")
+    s.add_argument("--shots", type=_positive("--shots"), help="score the first K shots only (a prefix)")
+    s.add_argument("--metrics", nargs="+", default=None)
+    s.add_argument("--data-root")
+    s.add_argument("--cache-dir")
+
+    d = sub.add_parser("datasets", help="list the dataset catalog")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--data-root")
+    return p
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("ray", "urllib3", "filelock", "fsspec", "s3fs", "botocore", "diffusers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from genbench.config import load_config
+    from genbench.engine.experiment import run_experiment
+    from genbench.report.markdown import format_table
+
+    cfg = load_config(args.config)
+    out = args.out or cfg.out or os.path.join("out", cfg.name)
+    records = run_experiment(cfg, out, address=args.address, workers=args.workers, progress=not args.no_progress)
+    print(format_table(records))
+    print(f"\nwrote {os.path.join(out, 'results.json')} and {os.path.join(out, 'report.md')}")
+    return 0
+
+
+def _build_cfg(args: argparse.Namespace, source: dict[str, Any]):
+    from genbench.config import parse_config
+
+    data = {
+        "name": args.command,
+        "datasets": [args.dataset],
+        "sources": [source],
+        "clip": args.clip,
+        "seed": args.seed,
+        "shard_size": args.shard_size,
+    }
+    if args.data_root:
+        data["data_root"] = args.data_root
+    return parse_config(data, where="arguments")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from genbench.engine.experiment import build_collections
+
+    if args.command == "generate":
+        src: dict[str, Any] = {
+            "source": "generated", "generator": args.generator, "strategies": [args.strategy], "shots": args.shots,
+            "steps": args.steps, "guidance_scale": args.guidance_scale, "batch_size": args.batch_size,
+            "image_format": args.image_format,
+        }
+        for key in ("resolution", "image_size", "dtype"):
+            if getattr(args, key) is not None:
+                src[key] = getattr(args, key)
+    else:
+        src = {"source": "original", "shots": args.shots, "image_format": args.image_format}
+    cfg = _build_cfg(args, src)
+    if args.clip == "none":
+        from dataclasses import replace
+
+        cfg = replace(cfg, clip=None)
+    jobs = build_collections(cfg, args.out, address=args.address, workers=args.workers, progress=not args.no_progress)
+    for job in jobs:
+        print(job.uri)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from genbench.engine import scoring
+
+    if args.collection:
+        n = scoring.embed_collection(args.collection, args.clip, cache_dir=args.cache_dir)
+        print(f"embedded {n} shard(s) of {args.collection}")
+        return 0
+    if not args.dataset or not args.out:
+        raise UsageError("--dataset/--out", None, "both, to embed a real split (or --collection DIR)")
+    n = scoring.embed_split_to_parquet(args.dataset, args.split, args.clip, args.out, args.data_root, args.cache_dir)
+    print(f"wrote {n} embeddings to {args.out}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from genbench.engine import scoring
+
+    record = scoring.score_collection_dir(
+        args.train, args.dataset, args.clip, shots=args.shots, metrics=args.metrics,
+        data_root=args.data_root, cache_dir=args.cache_dir,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    print(json.dumps(record["scores"]))
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from genbench.catalog.listing import format_table, list_entries
+
+    entries = list_entries(args.data_root)
+    print(json.dumps(entries, indent=1) if args.json else format_table(entries))
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "generate": _cmd_build,
+    "original": _cmd_build,
+    "embed": _cmd_embed,
+    "score": _cmd_score,
+    "datasets": _cmd_datasets,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.verbose)
+        if args.no_progress:
+            os.environ["TQDM_DISABLE"] = "1"
+        return _COMMANDS[args.command](args)
+    except UsageError as exc:
+        sys.stderr.write(f"genbench: error: {exc}\n")
+        return 2
+    except ShardFailures as exc:
+        sys.stderr.write(f"genbench: {exc}\n")
+        return 1
+    except GenbenchError as exc:
+        sys.stderr.write(f"genbench: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The real test split's CLIP embeddings, computed once per (dataset, split, CLIP model, preprocessing) and cached.
+
+The cache key names everything the values depend on: dataset, split, the data's fingerprint, the CLIP reference and
+its pretrained tag, the preprocessing, the normalisation and this module's format version. A stale entry can therefore
+never be served (CLIP_benchmark's key omits the split). Arrays are .npy (loaded with allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def cache_key(dataset: str, split: str, fingerprint: str, clip_ref: str, preprocess_id: str, normalisation: str = "l2") -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "split": split,
+        "data_fingerprint": fingerprint,
+        "clip": clip_ref,
+        "preprocess": preprocess_id,
+        "normalisation": normalisation,
+        "format": FORMAT_VERSION,
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_embeddings(cache_dir: str, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Return (embeddings, was_cached); computes and stores them on a miss (atomically, so racing drivers are safe)."""
+    directory = os.path.join(cache_dir, "embeddings")
+    digest = key_digest(key)
+    path = os.path.join(directory, f"{key['dataset']}-{key['split']}-{digest}.npy")
+    meta_path = path[:-4] + ".json"
+    if os.path.exists(path) and os.path.exists(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            if json.load(f) == key:
+                return np.load(path, allow_pickle=False), True
+    emb = np.ascontiguousarray(compute(), dtype=np.float32)
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
+    np.save(tmp, emb, allow_pickle=False)
+    os.replace(tmp, path)
+    with open(meta_path + f".{os.getpid()}.tmp", "w", encoding="utf-8") as f:
+        json.dump(key, f, sort_keys=True)
+    os.replace(meta_path + f".{os.getpid()}.tmp", meta_path)
+    log.info("cached %s embeddings of %s/%s at %s", emb.shape, key["dataset"], key["split"], path)
+    return emb, False

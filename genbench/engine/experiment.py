@@ -1,0 +1,286 @@
+"""One experiment config, end to end: plan collections, build their shards on the worker pool, embed the real test
+split once (cached), score every collection at every requested shot count, write results.json and report.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genbench import cost
+from genbench.catalog import get_dataset
+from genbench.catalog.loaders import load_split
+from genbench.config import ExperimentConfig, SourceConfig
+from genbench.engine import collections as coll
+from genbench.engine.plan import CollectionJob
+from genbench.errors import ShardFailures, UsageError
+from genbench.shards.store import Store, join
+
+log = logging.getLogger(__name__)
+
+_KNOWN_SLUGS = {
+    "stabilityai/stable-diffusion-2-1-base": "sd21-base",
+    "stabilityai/stable-diffusion-2-1": "sd21",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl-base",
+    "runwayml/stable-diffusion-v1-5": "sd15",
+}
+
+
+def model_slug(ref: str) -> str:
+    if ref in _KNOWN_SLUGS:
+        return _KNOWN_SLUGS[ref]
+    base = ref.rstrip("/").split("/")[-1]
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", base).strip("-").lower() or "model"
+
+
+def variant_name(src: SourceConfig, strategy: str | None, seed: int) -> str:
+    if src.source == "generated":
+        return f"{model_slug(src.generator)}_{strategy.replace('+', '-')}_s{seed}"
+    if src.source == "retrieved":
+        return f"{model_slug(src.index or 'index')}_s{seed}"
+    return f"kshot_s{seed}"
+
+
+def is_tiny(ref: str | None) -> bool:
+    return ref in ("tiny", "null")
+
+
+@dataclass
+class Planned:
+    job: CollectionJob
+    source: SourceConfig
+    strategy: str | None
+
+
+def check_out(out: str) -> None:
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError("out", out, "a directory (this path is a file)")
+
+
+def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
+    planned = []
+    for ds in cfg.datasets:
+        spec = get_dataset(ds)
+        for src in cfg.sources:
+            strategies = src.strategies_for(ds) if src.source == "generated" else (None,)
+            for strat in strategies:
+                variant = variant_name(src, strat, cfg.seed)
+                if src.source == "generated":
+                    options = src.generation_options(strat)
+                elif src.source == "original":
+                    options = {"image_format": src.image_format, "jpeg_quality": src.jpeg_quality}
+                else:
+                    options = {"index": src.index, "image_format": src.image_format, "jpeg_quality": src.jpeg_quality,
+                               "image_size": src.image_size, "oversample": src.oversample}
+                job = CollectionJob(
+                    dataset=ds,
+                    source=src.source,
+                    variant=variant,
+                    uri=join(shards_root, ds, src.source, variant),
+                    run_seed=cfg.seed,
+                    num_classes=spec.num_classes,
+                    shots=max(src.shots),
+                    shard_size=cfg.shard_size,
+                    clip=cfg.clip,
+                    data_root=cfg.data_root,
+                    cache_dir=cfg.cache_dir,
+                    options=options,
+                )
+                planned.append(Planned(job, src, strat))
+    return planned
+
+
+def check_data(cfg: ExperimentConfig) -> None:
+    """Open every split the run needs before anything is written: a missing dataset fails here (exit code 2)."""
+    for ds in cfg.datasets:
+        spec = get_dataset(ds)
+        load_split(spec, "test", cfg.data_root)
+        if any(s.source == "original" or "tig" in s.strategies_for(ds) for s in cfg.sources):
+            load_split(spec, "train", cfg.data_root)
+
+
+def default_cache_dir(cfg: ExperimentConfig) -> str:
+    from genbench.models import default_cache_dir as models_cache
+
+    return os.path.abspath(cfg.cache_dir) if cfg.cache_dir else models_cache()
+
+
+def split_embedder(cfg_clip: str, data_root: str | None, cache_dir: str | None, pool: Any = None, chunk: int = 512):
+    """A function (dataset, split) -> embeddings computed in fixed chunks, on the workers if ``pool`` else in-process."""
+
+    def compute(dataset: str, split_name: str, n: int) -> np.ndarray:
+        starts = list(range(0, n, chunk))
+        args = [(dataset, split_name, s, min(s + chunk, n), cfg_clip, data_root, cache_dir) for s in starts]
+        if pool is None:
+            from genbench.engine.processor import ShardProcessor
+
+            proc = ShardProcessor(device=None)
+            return np.concatenate([proc.embed_split(*a) for a in args]) if args else np.zeros((0, 0), np.float32)
+        parts: dict[int, np.ndarray] = {}
+        items = [(f"{dataset}/{split_name}/{a[2]}", a) for a in args]
+        outcome = pool.map("embed_split", items, lambda lbl, v: parts.__setitem__(int(lbl.rsplit("/", 1)[1]), v))
+        if outcome.failed:
+            raise ShardFailures(outcome.failed)
+        return np.concatenate([parts[s] for s in starts])
+
+    return compute
+
+
+def split_embeddings(
+    dataset: str, split_name: str, clip: Any, clip_ref: str, data_root: str | None, cache_dir: str, compute
+) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of a real split, from the cache or computed by ``compute`` (see :func:`split_embedder`)."""
+    from genbench.embeddings import cache_key, cached_embeddings
+
+    split = load_split(get_dataset(dataset), split_name, data_root)
+    key = cache_key(dataset, split_name, split.fingerprint, clip_ref, clip.preprocess_id)
+    emb, hit = cached_embeddings(cache_dir, key, lambda: compute(dataset, split_name, len(split)))
+    log.info("%s %s embeddings %s (%s)", dataset, split_name, emb.shape, "cached" if hit else "computed")
+    return emb, split.labels
+
+
+def score_collection(
+    spec: Any, metrics: tuple[str, ...], sums: np.ndarray, counts: np.ndarray, test_emb: np.ndarray, labels: np.ndarray, text_emb: np.ndarray
+) -> dict[str, float]:
+    from genbench.metrics import cler as cler_mod
+    from genbench.metrics import task, zeroshot
+
+    scores: dict[str, float] = {}
+    if "zeroshot" in metrics:
+        scores["zeroshot"] = task.score(spec.metric, labels, zeroshot.zeroshot_logits(test_emb, text_emb))
+    if "cler" in metrics or "cler_text" in metrics:
+        cents = cler_mod.centroids(sums, counts, spec.classes)
+        if "cler" in metrics:
+            scores["cler"] = task.score(spec.metric, labels, cler_mod.cler_logits(test_emb, cents))
+        if "cler_text" in metrics:
+            scores["cler_text"] = task.score(spec.metric, labels, cler_mod.cler_text_logits(test_emb, cents, text_emb))
+    return {k: round(float(v), 4) for k, v in scores.items()}
+
+
+def _build(cfg: ExperimentConfig, planned: list[Planned], pool: Any, clip_slug: str | None, progress: bool):
+    states = [coll.prepare(p.job, clip_slug, cfg.engine.verify) for p in planned]
+    for st in states:
+        log.info("%s: %d shard(s) done, %d to make", st.job.uri, st.skipped, len(st.pending))
+    wall = coll.build(states, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
+    extras = {}
+    for p, st in zip(planned, states):
+        dev_s = sum(float(r.get("device_seconds", 0.0)) for r in st.records.values())
+        n = sum(int(r.get("samples", 0)) for r in st.records.values())
+        device = next((r.get("device", "cpu") for r in st.records.values()), "cpu")
+        extras[st.job.uri] = {"cost": cost.cost_record(dev_s, n, device, cfg.pricing), "tiny_models": _tiny(cfg, p)}
+    # Writes every manifest, then raises ShardFailures naming what stayed failed (committed shards are kept).
+    coll.finish(states, extras)
+    log.info("built %d collection(s) in %.1fs", len(states), wall)
+    return states, extras
+
+
+def build_collections(
+    cfg: ExperimentConfig, shards_root: str, address: str | None = None, workers: int | None = None, progress: bool = True
+) -> list[CollectionJob]:
+    """Build (or complete) every collection of ``cfg`` under ``shards_root`` without scoring (generate/original)."""
+    from genbench.engine.dispatch import WorkerPool, init_ray
+
+    check_out(shards_root)
+    planned = plan_jobs(cfg, shards_root)
+    check_data(cfg)
+    init_ray(address)
+    slug = None
+    if cfg.clip and cfg.clip != "none":
+        from genbench.models.clip import load_clip
+
+        slug = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir).slug
+    pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
+    try:
+        _build(cfg, planned, pool, slug, progress)
+    finally:
+        pool.close()
+    return [p.job for p in planned]
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: str,
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run ``cfg`` into ``out``; returns the result records (also written to out/results.json)."""
+    from genbench.engine.dispatch import WorkerPool, init_ray
+    from genbench.metrics.zeroshot import class_text_embeddings
+    from genbench.models.clip import load_clip
+
+    check_out(out)
+    planned = plan_jobs(cfg, join(out, "shards"))
+    check_data(cfg)
+    resources = init_ray(address)
+    log.info("ray cluster: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU")})
+    clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
+    pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
+    try:
+        states, extras = _build(cfg, planned, pool, clip.slug, progress)
+        records = []
+        per_dataset: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for p, st in zip(planned, states):
+            ds = p.job.dataset
+            spec = get_dataset(ds)
+            if ds not in per_dataset:
+                test_emb, labels = split_embeddings(
+                    ds, "test", clip, cfg.clip, cfg.data_root, default_cache_dir(cfg),
+                    split_embedder(cfg.clip, cfg.data_root, cfg.cache_dir, pool),
+                )
+                per_dataset[ds] = (test_emb, labels, class_text_embeddings(clip, spec.classes, spec.templates))
+            test_emb, labels, text_emb = per_dataset[ds]
+            for k in p.source.shots:
+                sums, counts = st.centroid_inputs() if k == p.job.shots else coll.prefix_sums(st, clip.slug, k)
+                scores = score_collection(spec, cfg.metrics, sums, counts, test_emb, labels, text_emb)
+                records.append(_record(cfg, p, spec, k, int(counts.sum()), len(labels), scores, extras[st.job.uri]))
+    finally:
+        pool.close()
+    write_results(out, records)
+    return records
+
+
+def _tiny(cfg: ExperimentConfig, p: Planned) -> bool:
+    return is_tiny(cfg.clip) or (p.source.source == "generated" and is_tiny(p.source.generator))
+
+
+def _record(cfg, p: Planned, spec, shots: int, n_train: int, n_test: int, scores: dict, extra: dict) -> dict[str, Any]:
+    c = extra["cost"]
+    return {
+        "dataset": spec.name,
+        "group": spec.group,
+        "source": p.source.source,
+        "generator": p.source.generator if p.source.source == "generated" else None,
+        "strategy": p.strategy,
+        "shots": shots,
+        "clip": cfg.clip,
+        "metric": spec.metric,
+        "n_train": n_train,
+        "n_test": n_test,
+        "variant": p.job.variant,
+        "collection": p.job.uri,
+        "seed": cfg.seed,
+        "tiny_models": extra["tiny_models"],
+        "scores": scores,
+        "cost": {
+            "device": c["device"],
+            "device_seconds": c["device_seconds"],
+            "gpu_seconds": c["gpu_seconds"],
+            "usd_per_image": c["usd_per_image"],
+        },
+    }
+
+
+def write_results(out: str, records: list[dict[str, Any]]) -> None:
+    from genbench.report.markdown import render_markdown
+
+    store = Store(out)
+    store.makedirs()
+    store.write_bytes("results.json", json.dumps(records, indent=1, sort_keys=True).encode())
+    store.write_bytes("report.md", render_markdown(records).encode())

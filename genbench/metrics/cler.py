@@ -1,0 +1,37 @@
+"""CLER: a class-centroid classifier built from external-data embeddings, scored on the real test set.
+
+Centroid = mean of a class's L2-normalised external embeddings, re-normalised; logits = test . centroids^T.
+CLER+text replaces each centroid with normalise(text embedding + centroid). Both need only per-class sums and counts,
+which workers return per shard, so no pass over the images is needed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genbench.errors import GenbenchError
+
+
+def normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def centroids(sums: np.ndarray, counts: np.ndarray, class_names: tuple[str, ...] | None = None) -> np.ndarray:
+    """Normalised class centroids from per-class sums; a class with no samples is an error (a score would be wrong)."""
+    empty = np.flatnonzero(np.asarray(counts) == 0)
+    if len(empty):
+        names = [class_names[i] if class_names else str(i) for i in empty[:10]]
+        raise GenbenchError(
+            f"{len(empty)} class(es) have no external samples, so CLER is undefined: {', '.join(names)}"
+            + (" ..." if len(empty) > 10 else "")
+        )
+    return normalise(sums / np.asarray(counts, dtype=np.float64)[:, None]).astype(np.float32)
+
+
+def cler_logits(test_emb: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    return test_emb.astype(np.float32) @ cents.T
+
+
+def cler_text_logits(test_emb: np.ndarray, cents: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+    return test_emb.astype(np.float32) @ normalise(text_emb.astype(np.float32) + cents).T

@@ -1,0 +1,63 @@
+"""Embedding sidecars: ``emb/<clip-slug>/NNNNNN.parquet`` with columns key, cls, embedding (L2-normalised float32)."""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def sidecar_rel(clip_slug: str, shard: str) -> str:
+    return f"emb/{clip_slug}/{shard}.parquet"
+
+
+def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray) -> bytes:
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    dim = emb.shape[1] if emb.ndim == 2 else 0
+    flat = pa.array(emb.reshape(-1), type=pa.float32())
+    table = pa.table(
+        {
+            "key": pa.array(keys, type=pa.string()),
+            "cls": pa.array(np.asarray(cls, dtype=np.int32), type=pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def table_to_arrays(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
+    keys = table.column("key").to_pylist()
+    cls = table.column("cls").to_numpy().astype(np.int64)
+    col = table.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    emb = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    return keys, cls, emb
+
+
+def read_parquet_bytes(data: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
+    return table_to_arrays(pq.read_table(io.BytesIO(data)))
+
+
+def class_sums(cls: np.ndarray, emb: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums of (already normalised) embeddings, float64 (C, D), and counts (C,)."""
+    sums = np.zeros((num_classes, emb.shape[1]), dtype=np.float64)
+    np.add.at(sums, cls, emb.astype(np.float64))
+    counts = np.bincount(cls, minlength=num_classes).astype(np.int64)
+    return sums, counts
+
+
+def concat(parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    keys: list[str] = []
+    cls_parts, emb_parts = [], []
+    for k, c, e in parts:
+        keys.extend(k)
+        cls_parts.append(c)
+        emb_parts.append(e)
+    if not emb_parts:
+        return [], np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return keys, np.concatenate(cls_parts), np.concatenate(emb_parts)

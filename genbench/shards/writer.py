@@ -1,0 +1,78 @@
+"""Committing one shard in the order DESIGN.md fixes: tar (temp, fsync, rename) -> embedding sidecar -> stats record.
+
+A shard is done only when its stats record exists and the tar's size and sha256 match it; readers and reruns trust
+nothing else. Tars are written with a fixed mtime and sorted members, so the same samples give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+from genbench.shards.layout import shard_name
+from genbench.shards.schema import Sample
+from genbench.shards.sidecar import sidecar_rel, to_parquet_bytes
+from genbench.shards.store import Store
+
+TAR_MTIME = 946684800.0  # 2000-01-01T00:00:00Z: fixed so identical inputs give identical bytes
+
+
+def stats_rel(shard: str) -> str:
+    return f"stats/{shard}.json"
+
+
+def write_tar(store: Store, shard: str, samples: list[Sample]) -> tuple[int, str]:
+    """Write ``shard.tar`` atomically; returns (bytes, sha256)."""
+    rel = f"{shard}.tar"
+    tmp = store.temp_file(rel)
+    try:
+        with open(tmp, "wb") as f:
+            sink = wds.TarWriter(f, mtime=TAR_MTIME, user="genbench", group="genbench", encoder=False)
+            for sample in samples:
+                sink.write(sample.to_wds())
+            sink.close()
+            f.flush()
+            os.fsync(f.fileno())
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        size = os.path.getsize(tmp)
+        store.put_file(tmp, rel)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return size, h.hexdigest()
+
+
+def commit_shard(
+    store: Store,
+    shard_id: int,
+    samples: list[Sample],
+    embeddings: dict[str, np.ndarray],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Write tar, then one sidecar per CLIP slug in ``embeddings`` (rows aligned with ``samples``), then the record."""
+    shard = shard_name(shard_id)
+    size, digest = write_tar(store, shard, samples)
+    keys = [s.key for s in samples]
+    cls = np.array([s.cls for s in samples], dtype=np.int32)
+    for slug, emb in embeddings.items():
+        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb))
+    record = {
+        **record,
+        "shard": shard,
+        "tar": f"{shard}.tar",
+        "samples": len(samples),
+        "bytes": size,
+        "sha256": digest,
+        "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+        "embeddings": sorted(embeddings),
+    }
+    store.write_bytes(stats_rel(shard), json.dumps(record, sort_keys=True).encode())
+    return record
