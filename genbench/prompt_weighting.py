@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,16 @@ def token_weights(tokenizer: Any, text: str, max_length: int | None = None) -> t
     return list(enc["input_ids"]), weights
 
 
-@torch.no_grad()
 def weighted_prompt_embeds(
-    tokenizer: Any, text_encoder: Any, texts: list[str], device: str | torch.device | None = None
-) -> torch.Tensor:
+    tokenizer: Any, text_encoder: Any, texts: list[str], device: "str | torch.device | None" = None
+) -> "torch.Tensor":
     """``[B, max_length (77), hidden]`` prompt embeddings with per-token weights applied (scheme: module docstring).
 
     Usable as diffusers' ``prompt_embeds`` / ``negative_prompt_embeds`` (encode the negatives with the same call).
     Prompts longer than the tokenizer's window are truncated, as diffusers does for unweighted prompts.
     """
+    import torch  # here, so that parsing (and genbench.prompts) does not pull in torch
+
     if isinstance(texts, str):
         texts = [texts]
     device = torch.device(device) if device is not None else next(text_encoder.parameters()).device
@@ -153,7 +155,8 @@ def weighted_prompt_embeds(
         # Only SD variants whose encoder was trained with a mask use one (as diffusers' encode_prompt decides).
         pad = tokenizer.pad_token_id
         kwargs["attention_mask"] = (input_ids != pad).long() if pad is not None else torch.ones_like(input_ids)
-    hidden = text_encoder(input_ids, **kwargs)[0]
+    with torch.no_grad():
+        hidden = text_encoder(input_ids, **kwargs)[0]
     w = torch.tensor(weights, dtype=torch.float32, device=device).unsqueeze(-1)
     h = hidden.float()
     mean = h.mean(dim=-1, keepdim=True)

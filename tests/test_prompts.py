@@ -269,3 +269,20 @@ def test_weighted_embeddings_change_only_the_emphasised_tokens(clip_text):
     i_red = names.index("red</w>")
     dev_w, dev_p = emb[0, i_red] - emb[0, i_red].mean(), emb[1, i_red] - emb[1, i_red].mean()
     torch.testing.assert_close(dev_w, dev_p * 1.21, atol=1e-5, rtol=1e-5)
+
+
+def test_weighted_embeddings_drive_the_tiny_diffusers_pipeline(tmp_path):
+    # The project's tiny Stable Diffusion pipeline (built offline): unweighted embeddings equal diffusers' own
+    # encode_prompt, and weighted ones are accepted as prompt_embeds / negative_prompt_embeds.
+    from genbench.models.generator import load_generator
+
+    pipe = load_generator("tiny", device="cpu", cache_dir=str(tmp_path)).pipe
+    ours = weighted_prompt_embeds(pipe.tokenizer, pipe.text_encoder, ["a photo of a cat"])
+    with torch.no_grad():
+        theirs, _ = pipe.encode_prompt("a photo of a cat", "cpu", 1, False)
+    torch.testing.assert_close(ours, theirs)
+    embeds = weighted_prompt_embeds(pipe.tokenizer, pipe.text_encoder, ["a photo of a ((cat))", "2, 5, bad shape"])
+    assert not torch.equal(embeds[0], ours[0])
+    out = pipe(prompt_embeds=embeds[:1], negative_prompt_embeds=embeds[1:], num_inference_steps=1,
+               generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape[0] == 1 and out.images.ndim == 4
