@@ -54,7 +54,7 @@ class Prompt:
 
 
 def _rng(run_seed: int, spec: "DatasetSpec", cls: int, shot: int, purpose: str) -> random.Random:
-    # random.Random seeded with an int is stable across processes and Python versions (unlike hash()).
+    # random.Random seeded with an int gives the same draws in every process (unlike anything built on hash()).
     return random.Random(sample_seed(run_seed, spec.name, cls, shot, purpose=purpose))
 
 
@@ -178,6 +178,7 @@ class CategoryEnhancer:
         self.ref = ref
         self.max_new_tokens = int(max_new_tokens)
         self.top_k = int(top_k)
+        log.info("loaded CE model %s from %s on %s", ref, path, self.device)
 
     def sentences(self, class_name: str, seed: int) -> str:
         """One sentence for ``class_name``, deterministic for ``seed``; always contains the class name.
