@@ -1,0 +1,329 @@
+"""Linear probe, CLIP's protocol: L2-regularised logistic regression on L2-normalised embeddings of the external data.
+
+Objective (multi-class, multinomial)::
+
+    loss(W, b) = mean_i CE(W x_i + b, y_i) + reg / 2 * ||W||_F^2        (the bias is not penalised)
+
+which is scikit-learn's ``LogisticRegression(C=C, solver="lbfgs")`` objective divided by ``C * n``, so
+``reg = 1 / (C * n)`` and ``C = 1 / (reg * n)`` for ``n`` training samples: both reach the same optimum.
+Multi-label data (VOC-2007) is fit one-vs-rest: the mean over samples of the per-class sigmoid BCE summed over classes, plus
+the same penalty; each class's problem is independent and equals scikit-learn's binary problem at the same ``C``.
+
+The regularisation strength is chosen on a validation split carved from the external training data (stratified, seeded),
+never from the test set: a coarse log-spaced grid, then a bracket search that halves the log-step around the best value.
+The final model is refit on all external data (warm-started) and scored on the test split with the dataset's metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genbench.errors import UsageError
+from genbench.metrics.task import METRICS, score
+
+log = logging.getLogger(__name__)
+
+# Coarse grid in log10(reg): 1e-6 ... 1e2, one decade apart; then REFINE_STEPS bracket halvings around the best.
+COARSE_LOG10 = tuple(range(-6, 3))
+REFINE_STEPS = 4
+# Logit given to a class the external data has no sample of: it is never predicted, but stays scoreable.
+_ABSENT_LOGIT = -1e30
+
+
+@dataclass
+class ProbeResult:
+    """``score`` on the test split in percent with ``metric``; ``search`` holds every (reg, validation score) tried."""
+
+    score: float
+    metric: str
+    reg: float
+    val_score: float
+    missing_classes: list[int] = field(default_factory=list)
+    search: list[tuple[float, float]] = field(default_factory=list)
+    n_train: int = 0
+    n_val: int = 0
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _as_tensor(a, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), device=device).to(dtype)
+
+
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    reg: float,
+    multilabel: bool,
+    max_iter: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-batch L-BFGS with strong-Wolfe line search on tensors already on the device; returns (W (C, D), b (C,))."""
+    d = x.shape[1]
+    if init is None:
+        w = torch.zeros(num_classes, d, dtype=x.dtype, device=x.device)
+        b = torch.zeros(num_classes, dtype=x.dtype, device=x.device)
+    else:
+        w, b = (t.detach().clone().to(device=x.device, dtype=x.dtype) for t in init)
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    n = x.shape[0]
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=int(max_iter * 1.25) + 1,
+        tolerance_grad=tol,
+        tolerance_change=1e-12 if x.dtype == torch.float64 else 1e-9,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=False)
+        logits = torch.addmm(b, x, w.t())
+        if multilabel:
+            data = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / n
+        else:
+            data = F.cross_entropy(logits, y)
+        loss = data + 0.5 * reg * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _targets(y: np.ndarray, multilabel: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if multilabel:
+        return _as_tensor(y, dtype, device)
+    return torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
+
+
+def fit_logreg(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    reg: float,
+    *,
+    multilabel: bool = False,
+    device: str | torch.device | None = None,
+    max_iter: int = 1000,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    dtype: torch.dtype = torch.float32,
+    tol: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the probe at one ``reg`` (see the module docstring for the objective and the mapping to sklearn's ``C``).
+
+    ``x`` is (N, D); ``y`` is (N,) class indices, or (N, C) 0/1 when ``multilabel``. Returns ``W`` (C, D) and ``b`` (C,)
+    as float32 numpy arrays; logits are ``x @ W.T + b``.
+    """
+    _check_reg(reg)
+    dev = torch.device(device) if device is not None else default_device()
+    xt = _as_tensor(x, dtype, dev)
+    yt = _targets(y, multilabel, dtype, dev)
+    init_t = None if init is None else (_as_tensor(init[0], dtype, dev), _as_tensor(init[1], dtype, dev))
+    w, b = _fit(xt, yt, num_classes, reg, multilabel, max_iter, init_t, tol)
+    return w.cpu().float().numpy(), b.cpu().float().numpy()
+
+
+def _check_reg(reg: float) -> None:
+    if not (isinstance(reg, (int, float)) and math.isfinite(reg) and reg > 0):
+        raise UsageError("probe.reg", reg, "a finite positive number")
+
+
+def stratified_split(
+    y: np.ndarray, val_fraction: float, seed: int, *, multilabel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of a seeded split of the external data.
+
+    Multi-class: per class, ``round(val_fraction * n_c)`` samples go to validation, always leaving at least one in train
+    (a 1-shot class stays entirely in train). Multi-label: stratified by each sample's first positive class (an image with
+    no positive label forms its own stratum).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise UsageError("probe.val_fraction", val_fraction, "a number strictly between 0 and 1")
+    y = np.asarray(y)
+    strata = np.where(y.any(axis=1), y.argmax(axis=1), -1) if multilabel else y
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(strata):
+        idx = np.flatnonzero(strata == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = min(int(round(val_fraction * len(idx))), len(idx) - 1)
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _present_classes(y: np.ndarray, num_classes: int, multilabel: bool) -> np.ndarray:
+    if multilabel:
+        return np.asarray(y).sum(axis=0) > 0
+    return np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)[:num_classes] > 0
+
+
+class _Searcher:
+    """Fits on the train part, scores on the validation part, remembers every (reg, score) and warm-starts from the
+    nearest reg already fitted (L-BFGS converges in a fraction of the iterations from a neighbour's optimum)."""
+
+    def __init__(self, xt, yt, xv, yv_np, num_classes, metric, multilabel, max_iter, tol):
+        self.xt, self.yt, self.xv, self.yv = xt, yt, xv, yv_np
+        self.num_classes, self.metric, self.multilabel = num_classes, metric, multilabel
+        self.max_iter, self.tol = max_iter, tol
+        self.fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.scores: dict[float, float] = {}
+
+    def __call__(self, log_reg: float) -> float:
+        log_reg = round(log_reg, 6)
+        if log_reg in self.scores:
+            return self.scores[log_reg]
+        init = None
+        if self.fits:
+            nearest = min(self.fits, key=lambda k: abs(k - log_reg))
+            init = self.fits[nearest]
+        w, b = _fit(self.xt, self.yt, self.num_classes, 10.0**log_reg, self.multilabel, self.max_iter, init, self.tol)
+        self.fits[log_reg] = (w, b)
+        logits = torch.addmm(b, self.xv, w.t()).cpu().double().numpy()
+        s = score(self.metric, self.yv, logits)
+        self.scores[log_reg] = s
+        log.debug("probe search: reg=1e%.3f val %s=%.3f", log_reg, self.metric, s)
+        return s
+
+
+def search_reg(
+    searcher: _Searcher, coarse: tuple[float, ...] = COARSE_LOG10, refine_steps: int = REFINE_STEPS
+) -> float:
+    """Coarse grid in log10(reg), then bracket halving around the best; returns the best log10(reg).
+
+    Ties go to the stronger regularisation (the simpler model), as the grid is walked from large to small reg.
+    """
+    grid = sorted(coarse, reverse=True)
+    best = max(grid, key=lambda g: (searcher(g), g))
+    step = (grid[0] - grid[-1]) / max(len(grid) - 1, 1)
+    for _ in range(refine_steps):
+        step /= 2.0
+        candidates = [best, best - step, best + step]
+        best = max(candidates, key=lambda g: (searcher(g), g))
+    return best
+
+
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    metric: str,
+    *,
+    multilabel: bool = False,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    reg: float | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_iter: int = 1000,
+    tol: float = 1e-5,
+    coarse: tuple[float, ...] = COARSE_LOG10,
+    refine_steps: int = REFINE_STEPS,
+) -> ProbeResult:
+    """Train on external-data embeddings, score on the real test split with the dataset's ``metric`` (percent).
+
+    Embeddings are L2-normalised here (again, harmlessly, if they already are). With ``reg=None`` the strength is searched
+    on a seeded stratified validation split of ``train_x`` only; ``test_x``/``test_y`` are used once, after the final fit.
+    A class with no external sample is reported in ``missing_classes`` and logged; it keeps a score column that is never
+    predicted (multi-class) or fit from negatives only (multi-label).
+    """
+    if metric not in METRICS:
+        raise UsageError("metric", metric, METRICS)
+    if reg is not None:
+        _check_reg(reg)
+    train_x = _normalise(np.asarray(train_x, dtype=np.float32), "train_x")
+    test_x = _normalise(np.asarray(test_x, dtype=np.float32), "test_x")
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    if len(train_x) != len(train_y):
+        raise UsageError("train_y", f"{len(train_y)} labels", f"one per training embedding ({len(train_x)})")
+    if multilabel and (train_y.ndim != 2 or train_y.shape[1] != num_classes):
+        raise UsageError("train_y", f"shape {train_y.shape}", f"(N, {num_classes}) 0/1 for a multi-label probe")
+    dev = torch.device(device) if device is not None else default_device()
+
+    present = _present_classes(train_y, num_classes, multilabel)
+    missing = [int(c) for c in np.flatnonzero(~present)]
+    if missing:
+        log.warning("linear probe: %d class(es) have no external sample: %s", len(missing), missing[:20])
+
+    # Multi-class: fit only the present classes (an absent class's bias would run off to -inf), then re-insert columns.
+    if multilabel:
+        cols = np.arange(num_classes)
+        fit_y = train_y
+    else:
+        cols = np.flatnonzero(present)
+        remap = np.full(num_classes, -1, dtype=np.int64)
+        remap[cols] = np.arange(len(cols))
+        fit_y = remap[train_y.astype(np.int64)]
+    k = num_classes if multilabel else len(cols)
+
+    search: list[tuple[float, float]] = []
+    val_score = float("nan")
+    n_val = 0
+    init = None
+    if reg is None:
+        tr, va = stratified_split(fit_y, val_fraction, seed, multilabel=multilabel)
+        n_val = len(va)
+        if n_val == 0:
+            reg = 1.0 / len(train_x)  # scikit-learn's default C = 1; nothing to validate on (e.g. 1 shot per class)
+            log.warning("linear probe: no validation samples (too few shots); using reg = 1/n = %.3g", reg)
+        else:
+            yv = train_y[va]
+            if not multilabel:
+                # The validation split is scored in the fitted classes' column space.
+                yv = fit_y[va]
+            searcher = _Searcher(
+                _as_tensor(train_x[tr], dtype, dev),
+                _targets(fit_y[tr], multilabel, dtype, dev),
+                _as_tensor(train_x[va], dtype, dev),
+                yv,
+                k,
+                metric,
+                multilabel,
+                max_iter,
+                tol,
+            )
+            best = search_reg(searcher, coarse, refine_steps)
+            reg, val_score = 10.0**best, searcher.scores[round(best, 6)]
+            search = sorted((10.0**g, s) for g, s in searcher.scores.items())
+            init = searcher.fits[round(best, 6)]
+            log.info("linear probe: chose reg=%.3g (val %s %.2f) after %d fits", reg, metric, val_score, len(search))
+
+    xt = _as_tensor(train_x, dtype, dev)
+    w, b = _fit(xt, _targets(fit_y, multilabel, dtype, dev), k, float(reg), multilabel, max_iter, init, tol)
+    logits_fit = torch.addmm(b, _as_tensor(test_x, dtype, dev), w.t()).cpu().double().numpy()
+    logits = np.full((len(test_x), num_classes), _ABSENT_LOGIT, dtype=np.float64)
+    logits[:, cols] = logits_fit
+    test_score = score(metric, test_y, logits)
+    return ProbeResult(
+        score=test_score,
+        metric=metric,
+        reg=float(reg),
+        val_score=float(val_score),
+        missing_classes=missing,
+        search=search,
+        n_train=len(train_x),
+        n_val=n_val,
+    )
+
+
+def _normalise(x: np.ndarray, name: str) -> np.ndarray:
+    if x.ndim != 2:
+        raise UsageError(name, f"shape {x.shape}", "(N, D) embeddings")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
