@@ -159,3 +159,19 @@ def test_bad_generator_options():
     with pytest.raises(UsageError) as err:
         load_generator("null", dtype="int8")
     assert err.value.field == "dtype"
+
+
+def test_sd21_base_config_is_the_published_architecture():
+    """The benchmark's random-weight SD 2.1-base has exactly the published parameter counts (built on 'meta': no memory)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from genbench.models.cache import load_config
+
+    cfg = load_config("sd21-base")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**cfg["unet"])
+        vae = AutoencoderKL(**cfg["vae"])
+        text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert (count(unet), count(vae), count(text)) == (865_910_724, 83_653_863, 340_387_840)
