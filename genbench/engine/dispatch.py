@@ -29,7 +29,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
         if address:
             ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+            # "local" always starts a fresh embedded cluster, even if a stale `ray start` session left its address file.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                     logging_level=logging.WARNING)
     return ray.cluster_resources()
 
 

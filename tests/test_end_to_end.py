@@ -1,0 +1,175 @@
+"""The skeleton end to end on the embedded Ray cluster: generate + original -> shards -> sidecars -> scores.
+
+Shards are read back with the real webdataset library and with Ray Data, original samples are checked pixel for
+pixel against scikit-learn's digits, reruns regenerate nothing, and a deleted or truncated shard comes back
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from genbench.catalog import get_dataset
+from genbench.catalog.loaders import load_split
+from genbench.config import parse_config
+from genbench.engine.experiment import run_experiment
+from tests.helpers import sha, snapshot, tars
+
+CONFIG = {
+    "name": "e2e",
+    "datasets": ["digits"],
+    "clip": "tiny",
+    "seed": 0,
+    "shard_size": 10,
+    "sources": [
+        {"source": "generated", "generator": "tiny", "strategies": ["st", "dt"], "shots": 2, "steps": 2,
+         "guidance_scale": 3.0, "batch_size": 5, "image_size": 32},
+        {"source": "original", "shots": [1, 3]},
+    ],
+    "engine": {"workers": 2},
+}
+
+
+def _run(out: str, config: dict | None = None) -> list[dict]:
+    return run_experiment(parse_config(copy.deepcopy(config or CONFIG)), out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("e2e"))
+    records = _run(out)
+    return out, records
+
+
+def _collection(out: str, source: str, variant: str) -> str:
+    return os.path.join(out, "shards", "digits", source, variant)
+
+
+def test_results_contract(first_run):
+    out, records = first_run
+    on_disk = json.load(open(os.path.join(out, "results.json")))
+    assert on_disk == records
+    keys = {"dataset", "source", "generator", "strategy", "shots", "clip", "metric", "n_train", "n_test", "scores"}
+    assert all(keys <= set(r) for r in records)
+    combos = {(r["source"], r["strategy"], r["shots"]) for r in records}
+    assert combos == {("generated", "st", 2), ("generated", "dt", 2), ("original", None, 1), ("original", None, 3)}
+    for r in records:
+        assert r["metric"] == "accuracy" and r["n_test"] == 540 and r["tiny_models"] is True
+        assert set(r["scores"]) == {"zeroshot", "cler", "cler_text"}
+        assert all(0.0 <= v <= 100.0 for v in r["scores"].values())
+        assert r["n_train"] == 10 * r["shots"]
+    report = open(os.path.join(out, "report.md")).read()
+    assert "tiny untrained models" in report and "2.56e-3" in report.replace("2.56e-03", "2.56e-3")
+
+
+def test_collection_layout_and_manifest(first_run):
+    out, _ = first_run
+    coll = _collection(out, "generated", "tiny_st_s0")
+    man = json.load(open(os.path.join(coll, "manifest.json")))
+    wids = json.load(open(os.path.join(coll, "index.wids.json")))
+    assert wids["__kind__"] == "wids-shard-index-v1" and wids["wids_version"] == 1
+    assert [s["url"] for s in wids["shardlist"]] == ["000000.tar", "000001.tar"]
+    assert sum(s["nsamples"] for s in wids["shardlist"]) == man["samples"] == 20
+    for shard in man["shards"]:
+        assert sha(os.path.join(coll, shard["tar"])) == shard["sha256"]
+        assert os.path.exists(os.path.join(coll, "emb", "tiny", shard["tar"].replace(".tar", ".parquet")))
+    assert man["spec"]["options"]["generator"] == "tiny" and "torch" in man["software"]
+
+
+def test_webdataset_reads_shards_with_right_labels(first_run):
+    out, _ = first_run
+    coll = _collection(out, "generated", "tiny_dt_s0")
+    spec = get_dataset("digits")
+    samples = list(wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False))
+    assert len(samples) == 20
+    for s in samples:
+        meta = json.loads(s["json"])
+        assert "." not in s["__key__"]
+        assert int(s["cls"]) == meta["cls"]
+        assert meta["class_name"] == spec.classes[meta["cls"]]
+        assert meta["prompt"] in [t.format(meta["class_name"]) for t in spec.templates]  # DT uses the dataset's templates
+        assert Image.open(io.BytesIO(s["jpg"])).size == (32, 32)
+
+
+def test_original_pixels_equal_the_digits_image(first_run):
+    out, _ = first_run
+    coll = _collection(out, "original", "kshot_s0")
+    train = load_split(get_dataset("digits"), "train")
+    ds = wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode("rgb8")
+    n = 0
+    for s in ds:
+        meta = s["json"]
+        idx = meta["original"]["index"]
+        assert int(s["cls"]) == int(train.labels[idx]) == meta["cls"]
+        pixels = s["png"]
+        assert pixels.shape == (8, 8, 3)
+        assert np.array_equal(pixels[:, :, 0], train.pixels(idx))
+        n += 1
+    assert n == 30
+
+
+def test_original_kshot_is_nested(first_run, ray_local, tmp_path):
+    out, _ = first_run
+    coll = _collection(out, "original", "kshot_s0")
+    by_class = {}
+    for s in wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode():
+        by_class.setdefault(s["json"]["cls"], []).append((s["json"]["shot"], s["json"]["original"]["index"]))
+    # A separate 1-shot run picks exactly the first shot of each class of the 3-shot run.
+    cfg = {**CONFIG, "sources": [{"source": "original", "shots": 1}]}
+    _run(str(tmp_path), cfg)
+    small = _collection(str(tmp_path), "original", "kshot_s0")
+    for s in wds.WebDataset(tars(small), shardshuffle=False, empty_check=False).decode():
+        assert (0, s["json"]["original"]["index"]) in by_class[s["json"]["cls"]]
+
+
+def test_ray_data_reads_shards(first_run, ray_local):
+    out, _ = first_run
+    coll = _collection(out, "generated", "tiny_st_s0")
+    rows = ray_local.data.read_webdataset(tars(coll)).take_all()
+    assert len(rows) == 20
+    assert sorted(int(r["cls"]) for r in rows) == sorted([c for c in range(10)] * 2)
+
+
+def test_rerun_regenerates_nothing_and_reproduces_scores(first_run):
+    out, records = first_run
+    colls = [_collection(out, "generated", "tiny_st_s0"), _collection(out, "original", "kshot_s0")]
+    before = {c: snapshot(c) for c in colls}
+    again = _run(out)
+    assert [r["scores"] for r in again] == [r["scores"] for r in records]
+    for c in colls:
+        assert snapshot(c) == before[c]  # same bytes and same mtimes: nothing was rewritten
+
+
+def test_deleted_or_truncated_shard_is_redone_byte_identical(first_run):
+    out, records = first_run
+    coll = _collection(out, "generated", "tiny_dt_s0")
+    other = _collection(out, "generated", "tiny_st_s0")
+    before, other_before = snapshot(coll), snapshot(other)
+    os.remove(os.path.join(coll, "000001.tar"))
+    with open(os.path.join(coll, "000000.tar"), "r+b") as f:
+        f.truncate(1000)
+    again = _run(out)
+    after = snapshot(coll)
+    for name in ("000000.tar", "000001.tar"):
+        assert after[name][0] == before[name][0]  # byte-identical content
+        assert after[name][1] != before[name][1]  # ... rewritten
+    assert [r["scores"] for r in again] == [r["scores"] for r in records]
+    assert snapshot(other) == other_before  # untouched collections stay as they were
+
+
+def test_changed_settings_on_same_output_is_refused(first_run):
+    out, _ = first_run
+    cfg = copy.deepcopy(CONFIG)
+    cfg["sources"][0]["steps"] = 3
+    from genbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="out"):
+        _run(out, cfg)
