@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub: nothing may be fetched
+
 import numpy as np
 import open_clip
 import pytest
@@ -15,8 +17,6 @@ from genbench.errors import UsageError
 from genbench.models import default_cache_dir, load_clip, load_generator
 from genbench.models.bpe import load_clip_tokenizer
 from genbench.models.build import built_clip_dir, built_pipeline_dir
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +138,15 @@ def test_tiny_clip_loads_from_local_dir_and_encodes_unit_vectors(cache):
     np.testing.assert_allclose(ref, txt[:1], atol=1e-6)
 
 
-@pytest.mark.parametrize("ref", ["nope", "", "ViT-B-32:not-a-tag", "/no/such/dir/for/clip"])
+@pytest.mark.parametrize("ref", ["nope", "", "ViT-B-32:not-a-tag", "/no/such/dir/for/clip",
+                                 "hf-hub:genbench-test/no-such-model"])
 def test_unknown_clip_reference(ref):
     with pytest.raises(UsageError) as err:
         load_clip(ref)
     assert err.value.field == "clip"
 
 
-@pytest.mark.parametrize("ref", ["nope", "", "random:no-such-config", "not a hub id"])
+@pytest.mark.parametrize("ref", ["nope", "", "random:no-such-config", "not a hub id", "genbench-test/no-such-model"])
 def test_unknown_generator_reference(ref):
     with pytest.raises(UsageError) as err:
         load_generator(ref)
@@ -175,3 +176,14 @@ def test_sd21_base_config_is_the_published_architecture():
         text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert (count(unet), count(vae), count(text)) == (865_910_724, 83_653_863, 340_387_840)
+
+
+def test_weighted_prompts_change_only_what_is_emphasised(tiny_gen):
+    args = dict(steps=1, guidance_scale=4.0)
+    plain = tiny_gen.generate(["a photo of a cat"], ["blurry"], [5], **args)
+    # No emphasis syntax: the weighted path conditions on the same embeddings as diffusers' own encoding.
+    same = tiny_gen.generate(["a photo of a cat"], ["blurry"], [5], weighted=True, **args)
+    diff = np.abs(_pixels(plain)[0].astype(int) - _pixels(same)[0].astype(int)).max()
+    assert diff <= 1  # float32 noise at most one 8-bit level
+    emphasised = tiny_gen.generate(["a photo of a ((cat:3.0))"], ["blurry"], [5], weighted=True, **args)
+    assert np.abs(_pixels(emphasised)[0].astype(int) - _pixels(plain)[0].astype(int)).max() > 1

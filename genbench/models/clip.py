@@ -122,13 +122,19 @@ def load_clip(ref: str, device: str | None = None, cache_dir: str | None = None)
 
     resolved = _resolve(ref, cache_dir)
     dev = resolve_device(device, field="device")
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        resolved.model_name,
-        pretrained=resolved.pretrained,
-        device=dev,
-        force_quick_gelu=resolved.quick_gelu,
-        cache_dir=None if resolved.is_tiny else cache_dir,
-    )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            resolved.model_name,
+            pretrained=resolved.pretrained,
+            device=dev,
+            force_quick_gelu=resolved.quick_gelu,
+            cache_dir=None if resolved.is_tiny else cache_dir,
+        )
+    except (OSError, RuntimeError) as e:
+        if not (resolved.pretrained or resolved.model_name.startswith("hf-hub:")):
+            raise
+        # Weights to fetch, but offline (HF_HUB_OFFLINE=1) and not in the local cache, or no such repo.
+        raise UsageError("clip", ref, ALLOWED_CLIP + f" (loading failed: {str(e).splitlines()[0]})") from e
     model.eval()
     # For local-dir the tokenizer comes from the dir's config: a plain open_clip config means the bundled BPE vocabulary.
     tokenizer = open_clip.get_tokenizer(resolved.model_name)

@@ -38,7 +38,14 @@ class ImageGenerator:
 
     def generate(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], *, steps: int,
                  guidance_scale: float, height: int | None = None, width: int | None = None,
-                 init_images: list | None = None, strength: float | None = None) -> list[Image.Image]:
+                 init_images: list | None = None, strength: float | None = None,
+                 weighted: bool = False) -> list[Image.Image]:
+        """One RGB image per prompt; sample i depends only on (prompt i, negative i, seed i) and the call's settings.
+
+        ``weighted=True`` reads the emphasis syntax of :mod:`genbench.prompt_weighting` (``((cat))``, ``[x]``,
+        ``(x:1.3)``) in prompts and negatives and conditions on weighted embeddings (the RD strategy); otherwise the
+        text goes to the pipeline verbatim (brackets in a class name are just text).
+        """
         raise NotImplementedError
 
     def _check(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], steps: int,
@@ -71,7 +78,7 @@ class NullGenerator(ImageGenerator):
         self.ref, self.is_tiny, self.default_size = "null", True, 64
 
     def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
-                 init_images=None, strength=None):
+                 init_images=None, strength=None, weighted=False):
         h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
         return [Image.fromarray(np.random.default_rng(int(s)).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
                 for s in seeds]
@@ -99,16 +106,29 @@ class DiffusersGenerator(ImageGenerator):
 
     @torch.inference_mode()
     def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
-                 init_images=None, strength=None):
+                 init_images=None, strength=None, weighted=False):
         h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
+        if weighted and getattr(self.pipe, "text_encoder_2", None) is not None:
+            # Two text encoders + pooled embeddings (SDXL): our weighting scheme covers single-encoder SD only, and
+            # silently dropping the emphasis would change the experiment.
+            raise UsageError("strategy", "weighted prompts with " + self.ref, "SD 1.x/2.x generators (one text encoder)")
         if not prompts:
             return []
         # One CPU generator per sample, seeded with that sample's seed: its initial noise is independent of batching.
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         # diffusers wants all-or-nothing negative prompts; "" is exactly what it uses for a missing one.
         negatives = None if all(n is None for n in negative_prompts) else [n or "" for n in negative_prompts]
-        common = dict(prompt=list(prompts), negative_prompt=negatives, num_inference_steps=int(steps),
-                      guidance_scale=float(guidance_scale), generator=generators, output_type="pil")
+        common = dict(num_inference_steps=int(steps), guidance_scale=float(guidance_scale), generator=generators,
+                      output_type="pil")
+        if weighted:
+            from genbench.prompt_weighting import weighted_prompt_embeds
+
+            tok, enc = self.pipe.tokenizer, self.pipe.text_encoder
+            common["prompt_embeds"] = weighted_prompt_embeds(tok, enc, list(prompts), device=self.device)
+            common["negative_prompt_embeds"] = weighted_prompt_embeds(
+                tok, enc, [n or "" for n in negative_prompts], device=self.device)
+        else:
+            common.update(prompt=list(prompts), negative_prompt=negatives)
         if init_images is None:
             out = self.pipe(height=h, width=w, **common)
         else:
