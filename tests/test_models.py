@@ -187,3 +187,33 @@ def test_weighted_prompts_change_only_what_is_emphasised(tiny_gen):
     assert diff <= 1  # float32 noise at most one 8-bit level
     emphasised = tiny_gen.generate(["a photo of a ((cat:3.0))"], ["blurry"], [5], weighted=True, **args)
     assert np.abs(_pixels(emphasised)[0].astype(int) - _pixels(plain)[0].astype(int)).max() > 1
+
+
+def test_build_once_is_safe_with_concurrent_builders(tmp_path):
+    """Several builders race for one target: exactly one complete copy wins, no temp dirs remain, later calls reuse it."""
+    import threading
+
+    from genbench.models.cache import build_once
+
+    target = tmp_path / "models" / "thing-abc"
+    built: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def builder(out):
+        barrier.wait()  # all four are mid-build at the same time
+        (out / "weights.bin").write_bytes(os.urandom(64))
+        (out / "done.json").write_text("{}")
+        built.append(str(out))
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(build_once(target, builder, "done.json"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 4 and results == [target] * 4
+    assert sorted(p.name for p in target.iterdir()) == ["done.json", "weights.bin"]
+    assert [p.name for p in target.parent.iterdir()] == ["thing-abc"]
+    before = (target / "weights.bin").read_bytes()
+    assert build_once(target, builder, "done.json") == target and len(built) == 4  # no rebuild
+    assert (target / "weights.bin").read_bytes() == before
