@@ -217,7 +217,10 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # argparse: --help exits 0, a usage error 2 (its line is already printed)
+            return int(exc.code or 0)
         _configure_logging(args.verbose)
         if args.no_progress:
             os.environ["TQDM_DISABLE"] = "1"

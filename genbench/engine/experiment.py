@@ -105,6 +105,32 @@ def check_data(cfg: ExperimentConfig) -> None:
             load_split(spec, "train", cfg.data_root)
 
 
+def check_models(cfg: ExperimentConfig) -> None:
+    """Resolve every generator reference before anything is written, so an unknown model is a usage error (exit 2).
+
+    Under HF_HUB_OFFLINE a hub id must already be in the local Hugging Face cache, or workers would fail later.
+    """
+    from genbench.models.generator import _resolve_path
+
+    for i, src in enumerate(cfg.sources):
+        if src.source != "generated" or src.generator in ("tiny", "null") or src.generator.startswith("random:"):
+            continue  # built offline from shipped configs (random: names are checked by the loader)
+        try:
+            path, _ = _resolve_path(src.generator, cfg.cache_dir)
+        except UsageError as exc:
+            raise UsageError(f"sources[{i}].generator", src.generator, exc.allowed) from None
+        if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(path, "model_index.json")
+            if not isinstance(found, str):
+                raise UsageError(
+                    f"sources[{i}].generator", src.generator,
+                    "a local diffusers directory, 'tiny', 'null', or a hub id already in the local Hugging Face cache "
+                    "(HF_HUB_OFFLINE=1 forbids downloads)",
+                )
+
+
 def default_cache_dir(cfg: ExperimentConfig) -> str:
     from genbench.models import default_cache_dir as models_cache
 
@@ -189,12 +215,13 @@ def build_collections(
     check_out(shards_root)
     planned = plan_jobs(cfg, shards_root)
     check_data(cfg)
-    init_ray(address)
+    check_models(cfg)
     slug = None
     if cfg.clip and cfg.clip != "none":
         from genbench.models.clip import load_clip
 
         slug = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir).slug
+    init_ray(address)
     pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
     try:
         _build(cfg, planned, pool, slug, progress)
@@ -218,9 +245,10 @@ def run_experiment(
     check_out(out)
     planned = plan_jobs(cfg, join(out, "shards"))
     check_data(cfg)
+    check_models(cfg)
+    clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
     resources = init_ray(address)
     log.info("ray cluster: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU")})
-    clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
     pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
     try:
         states, extras = _build(cfg, planned, pool, clip.slug, progress)

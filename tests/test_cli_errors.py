@@ -1,0 +1,112 @@
+"""Bad input: exit code 2, one line naming the field, the bad value and what is allowed, and nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from genbench.cli import main
+
+GOOD = {
+    "name": "bad-input",
+    "datasets": ["digits"],
+    "clip": "tiny",
+    "shard_size": 10,
+    "sources": [{"source": "original", "shots": 1}],
+}
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+def _expect_usage_error(capsys, argv, *needles, out_dir=None):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    if out_dir is not None:
+        assert not os.path.exists(out_dir) or os.listdir(out_dir) == [], "nothing may be written on bad input"
+    return lines[0]
+
+
+def _with(**changes):
+    cfg = {**GOOD, **changes}
+    return cfg
+
+
+def _with_source(**changes):
+    return {**GOOD, "sources": [{**GOOD["sources"][0], **changes}]}
+
+
+@pytest.mark.parametrize(
+    "cfg,needles",
+    [
+        (_with(datasets=["imagenet-22k"]), ("datasets[0]", "imagenet-22k", "digits")),
+        (_with_source(source="scraped"), ("sources[0].source", "scraped", "generated")),
+        (_with_source(shots=0), ("sources[0].shots", "0", ">= 1")),
+        (_with_source(shots=-5), ("sources[0].shots", "-5")),
+        (_with(sources=[{"source": "generated", "generator": "tiny", "strategies": ["xx"], "shots": 1}]),
+         ("sources[0].strategies[0]", "xx", "st")),
+        (_with(colour="blue"), ("colour", "blue", "known keys")),
+        (_with_source(steps_typo=3), ("sources[0].steps_typo", "known keys")),
+        (_with(clip="NoSuchArch:openai"), ("clip", "NoSuchArch:openai")),
+        (_with(sources=[{"source": "generated", "generator": "no-such-org/no-such-model", "shots": 1}]),
+         ("sources[0].generator", "no-such-org/no-such-model")),
+        (_with(sources=[{"source": "generated", "generator": "/does/not/exist", "shots": 1}]),
+         ("generator", "/does/not/exist")),
+    ],
+)
+def test_bad_config_values(tmp_path, capsys, cfg, needles):
+    out = str(tmp_path / "out")
+    _expect_usage_error(capsys, ["run", _write(tmp_path, cfg), "--out", out], *needles, out_dir=out)
+
+
+def test_missing_config_file(tmp_path, capsys):
+    _expect_usage_error(capsys, ["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], "config", "nope.yaml",
+                        out_dir=str(tmp_path / "o"))
+
+
+def test_malformed_config_file(tmp_path, capsys):
+    path = _write(tmp_path, "name: x\ndatasets: [digits\nsources: {")
+    _expect_usage_error(capsys, ["run", path, "--out", str(tmp_path / "o")], "config", "valid YAML", out_dir=str(tmp_path / "o"))
+
+
+def test_config_not_a_mapping(tmp_path, capsys):
+    _expect_usage_error(capsys, ["run", _write(tmp_path, "- just\n- a list\n")], "config", "mapping")
+
+
+def test_output_directory_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.write_text("precious")
+    _expect_usage_error(capsys, ["run", _write(tmp_path, GOOD), "--out", str(out)], "out", "file")
+    assert out.read_text() == "precious"
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    out = str(tmp_path / "gen")
+    _expect_usage_error(capsys, ["generate", "--dataset", "digits", "--generator", "tiny", "--shots", "0", "--out", out],
+                        "--shots", "0", ">= 1", out_dir=out)
+    _expect_usage_error(capsys, ["generate", "--dataset", "nope", "--generator", "tiny", "--shots", "2", "--out", out],
+                        "dataset", "nope", out_dir=out)
+    _expect_usage_error(capsys, ["generate", "--dataset", "digits", "--generator", "tiny", "--strategy", "zz", "--shots", "2",
+                                 "--out", out, "--clip", "tiny"], "strategies", "zz", out_dir=out)
+    _expect_usage_error(capsys, ["original", "--dataset", "digits", "--shots", "-1", "--out", out], "--shots", out_dir=out)
+    _expect_usage_error(capsys, ["frobnicate"], "frobnicate")
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed `genbench` command, as a user runs it: exit 2 and one line on stderr."""
+    exe = os.path.join(os.path.dirname(sys.executable), "genbench")
+    proc = subprocess.run([exe, "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "missing.yaml" in proc.stderr
