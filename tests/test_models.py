@@ -178,6 +178,16 @@ def test_sd21_base_config_is_the_published_architecture():
     assert (count(unet), count(vae), count(text)) == (865_910_724, 83_653_863, 340_387_840)
 
 
+@pytest.mark.parametrize("name", ["tiny-sd", "sd21-base"])
+def test_shipped_pipeline_configs_build_their_scheduler(name):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from genbench.models.cache import load_config
+
+    sched = DPMSolverMultistepScheduler(**load_config(name)["scheduler"])
+    assert sched.config.algorithm_type == "dpmsolver++"
+
+
 def test_weighted_prompts_change_only_what_is_emphasised(tiny_gen):
     args = dict(steps=1, guidance_scale=4.0)
     plain = tiny_gen.generate(["a photo of a cat"], ["blurry"], [5], **args)
