@@ -81,6 +81,9 @@ def test_tiny_generation_custom_size_and_img2img(tiny_gen):
     with pytest.raises(UsageError) as err:
         tiny_gen.generate(["a"], [None], [1], steps=2, guidance_scale=1.0, init_images=[init], strength=1.5)
     assert err.value.field == "strength"
+    with pytest.raises(UsageError) as err:  # 2 steps x 0.25 leaves no denoising step to run
+        tiny_gen.generate(["a"], [None], [1], steps=2, guidance_scale=1.0, init_images=[init], strength=0.25)
+    assert err.value.field == "strength"
     with pytest.raises(UsageError) as err:
         tiny_gen.generate(["a"], [None], [1], steps=2, guidance_scale=1.0, height=30)
     assert err.value.field == "height"

@@ -48,6 +48,10 @@ def build_once(target: Path, builder: Callable[[Path], None], marker: str) -> Pa
     try:
         log.info("building %s (first use; later loads read the saved copy)", target.name)
         builder(tmp)
+        # mkdtemp makes the dir private (0700); give the final model dir the usual permissions under the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -68,6 +68,9 @@ class ImageGenerator:
                 raise UsageError("init_images", f"{len(init_images)} items", f"one per prompt ({n})")
             if strength is None or not 0.0 < float(strength) <= 1.0:
                 raise UsageError("strength", strength, "a number in (0, 1] when init_images are given")
+            if int(int(steps) * float(strength)) < 1:
+                # img2img runs only the last steps*strength steps: zero of them is an empty (failing) run.
+                raise UsageError("strength", strength, f"at least 1/steps = {1 / int(steps):.3g} with steps={steps}")
         return h, w
 
 
