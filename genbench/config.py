@@ -131,6 +131,7 @@ class ExperimentConfig:
     engine: EngineConfig = EngineConfig()
     pricing: Pricing = Pricing()
     out: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceConfig:
@@ -263,6 +264,14 @@ def parse_config(data: Any, where: str = "config") -> ExperimentConfig:
             if x not in SCORE_METRICS:
                 raise UsageError(f"metrics[{i}]", x, SCORE_METRICS)
         kw["metrics"] = tuple(dict.fromkeys(m))
+    if "storage_options" in data:
+        so = data["storage_options"]
+        if not isinstance(so, dict):
+            raise UsageError("storage_options", so, "a mapping of fsspec options (e.g. endpoint_url)")
+        for secret in ("secret", "key", "token", "password", "aws_secret_access_key"):
+            if secret in so:
+                raise UsageError(f"storage_options.{secret}", "<hidden>", "credentials from the environment (AWS_ACCESS_KEY_ID, ...), never in a config file")
+        kw["storage_options"] = dict(so)
     if "engine" in data:
         kw["engine"] = _parse_engine(data["engine"])
     if "pricing" in data:

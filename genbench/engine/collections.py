@@ -61,7 +61,7 @@ def clip_slug_of(job: CollectionJob, clip_slug: str | None) -> list[str]:
 
 def prepare(job: CollectionJob, clip_slug: str | None, verify: str) -> CollectionState:
     """Check the collection's identity and find which shards are done (their sums come from their sidecars)."""
-    store = Store(job.uri)
+    store = Store(job.uri, job.storage_options)
     store.makedirs()
     mf.check_identity(store, job.identity())
     removed = list(store.clean_temp_files())

@@ -91,6 +91,7 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
                     data_root=cfg.data_root,
                     cache_dir=cfg.cache_dir,
                     options=options,
+                    storage_options=dict(cfg.storage_options),
                 )
                 planned.append(Planned(job, src, strat))
     return planned
@@ -270,7 +271,7 @@ def run_experiment(
                 records.append(_record(cfg, p, spec, k, int(counts.sum()), len(labels), scores, extras[st.job.uri]))
     finally:
         pool.close()
-    write_results(out, records)
+    write_results(out, records, cfg.storage_options)
     return records
 
 
@@ -305,10 +306,10 @@ def _record(cfg, p: Planned, spec, shots: int, n_train: int, n_test: int, scores
     }
 
 
-def write_results(out: str, records: list[dict[str, Any]]) -> None:
+def write_results(out: str, records: list[dict[str, Any]], storage_options: dict | None = None) -> None:
     from genbench.report.markdown import render_markdown
 
-    store = Store(out)
+    store = Store(out, storage_options)
     store.makedirs()
     store.write_bytes("results.json", json.dumps(records, indent=1, sort_keys=True).encode())
     store.write_bytes("report.md", render_markdown(records).encode())

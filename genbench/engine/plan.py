@@ -24,6 +24,9 @@ class CollectionJob:
     data_root: str | None = None
     cache_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # fsspec options for the output filesystem (e.g. {"endpoint_url": ...} for an S3-compatible server); credentials
+    # should come from the environment or the cloud's metadata service, not from here.
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def layout(self) -> Layout:

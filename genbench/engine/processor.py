@@ -130,7 +130,7 @@ class ShardProcessor:
         """Make, embed and commit one shard; returns its stats with per-class sums (classes present only)."""
         t0 = time.perf_counter()
         job = task.job
-        store = Store(job.uri)
+        store = Store(job.uri, job.storage_options)
         samples, short = self.make_samples(task)
         embeddings = {}
         sums = counts = None
