@@ -296,6 +296,8 @@ def _record(cfg, p: Planned, spec, shots: int, n_train: int, n_test: int, scores
         "collection": p.job.uri,
         "seed": cfg.seed,
         "tiny_models": extra["tiny_models"],
+        # Classes with fewer than `shots` images give all they have (original data); the gap is reported, not hidden.
+        "shortfall": int(shots * spec.num_classes - n_train),
         "scores": scores,
         "cost": {
             "device": c["device"],
