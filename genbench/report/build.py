@@ -40,7 +40,8 @@ def _tables(records: list[dict[str, Any]]) -> list[Block]:
         metrics = sorted({str(r.get("metric", "?")) for r in recs})
         n_test = sorted({str(r.get("n_test", "?")) for r in recs})
         clips = sorted({str(r.get("clip", "?")) for r in recs})
-        title = f"{_display_name(d)} ({d}): metric {', '.join(metrics)}, n_test {', '.join(n_test)}, CLIP {', '.join(clips)}"
+        name = _display_name(d)
+        title = f"{name if name == d else f'{name} ({d})'}: metric {', '.join(metrics)}, n_test {', '.join(n_test)}, CLIP {', '.join(clips)}"
         blocks.append(dataset_table(title, recs))
     return blocks
 
@@ -59,7 +60,7 @@ def _cost(records: list[dict[str, Any]]) -> list[Block]:
         Heading(2, "Cost"),
         Para("Ours: measured device-seconds of each collection times the run's price table, per image. On a CPU the "
              "seconds are CPU seconds (gpu_seconds is 0)."),
-        Simple(["dataset", "source / strategy", "device", "device s", "GPU s", "USD/image"], list(seen.values())),
+        Simple(["dataset", "source / strategy", "device", "device s", "GPU s", "USD/image"], sorted(seen.values())),
         Para("The paper's Table 1 for comparison:"),
         Simple(["source", "USD per image (paper, Table 1)"], [[k, f"{v:.2e}"] for k, v in PAPER_USD_PER_IMAGE.items()]),
         Para(f"{PAPER_NOTE} (paper text: {PAPER_TEXT_USD_PER_IMAGE:.2e} USD per generated image)"),

@@ -158,7 +158,12 @@ def shot_curves(records: list[dict[str, Any]], out_dir: str, colours: dict[str, 
             zs = [z for z in zs if z is not None]
             if zs:
                 ax.axhline(sum(zs) / len(zs), color="grey", linestyle=":", label="zero-shot" if p == 0 else None)
+            if any_cost and p == 0:  # one legend entry explains every dashed line
+                ax.plot([], [], color="grey", linestyle="--", marker="x", label="total cost, USD (right axis)")
             ax.set_xscale("log")
+            ticks = sorted({int(r["shots"]) for r in recs})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.set_xlabel("shots per class (log)")
             ax.set_ylabel(f"{SCORE_TITLES[score]} (%)")
             cost_ax.set_ylabel("total cost, USD (dashed)")
@@ -254,14 +259,18 @@ def quality_scatter(records: list[dict[str, Any]], out_dir: str, colours: dict[s
 def mts_scatter(records: list[dict[str, Any]], out_dir: str, colours: dict[str, Any]) -> list[Plot]:
     """Fig. 6: CLER gain over zero-shot (y) against mean text similarity of the retrieval queries (x)."""
     title = "CLER gain against mean text similarity"
-    labels = series_labels(records)
-    pts = [(finite(r.get("mts")), _gain(r, "cler"), labels[series_key(r)]) for r in records]
-    pts = [(x, y, lab) for x, y, lab in pts if x is not None and y is not None]
+    # Every point is retrieved data, so colour by dataset: MTS is a property of a dataset's class names (paper Fig. 6).
+    pts = [(finite(r.get("mts")), _gain(r, "cler"), r["dataset"]) for r in records]
+    pts = [(x, y, d) for x, y, d in pts if x is not None and y is not None]
     if not pts:
         return [Plot("mts", title, skipped="no record has mts with CLER and zero-shot scores: MTS comes from retrieved data")]
+    from matplotlib import colormaps
+
+    datasets = sorted({p[2] for p in pts})
+    cmap = colormaps["tab10" if len(datasets) <= 10 else "tab20"]
     fig = _figure(6.5, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    _scatter_panel(ax, pts, colours, label_points=True)
+    _scatter_panel(ax, pts, {d: cmap(i % cmap.N) for i, d in enumerate(datasets)}, label_points=True)
     c = _corr([p[0] for p in pts], [p[1] for p in pts])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_title(f"{title}\n{corr_text(c, len(pts))}", fontsize=10)
@@ -270,5 +279,6 @@ def mts_scatter(records: list[dict[str, Any]], out_dir: str, colours: dict[str, 
     ax.legend(loc="best", frameon=False, fontsize=9)
     fig.tight_layout()
     name = _save(fig, out_dir, "fig6_mts.png")
-    alt = f"Scatter plot of CLER gain over zero-shot (y) against mean text similarity (x) for {len(pts)} record(s)."
+    alt = (f"Scatter plot of CLER gain over zero-shot (y) against mean text similarity (x) for {len(pts)} record(s), "
+           "coloured by dataset.")
     return [Plot("mts", title, name, alt, f"CLER gain vs MTS: {corr_ci_text(c)}", stats={"n": len(pts), "correlation": c})]
