@@ -9,7 +9,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -173,12 +173,42 @@ def split_embeddings(
 
 
 def score_collection(
-    spec: Any, metrics: tuple[str, ...], sums: np.ndarray, counts: np.ndarray, test_emb: np.ndarray, labels: np.ndarray, text_emb: np.ndarray
+    spec: Any,
+    metrics: tuple[str, ...],
+    sums: np.ndarray,
+    counts: np.ndarray,
+    test_emb: np.ndarray,
+    labels: np.ndarray,
+    text_emb: np.ndarray,
+    external: Callable[[], Any] | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
+    """Every requested score. CLER needs only class sums; the probe, CLIP score and Fréchet distance read the
+    external embeddings through ``external()`` (sidecars, never images)."""
     from genbench.metrics import cler as cler_mod
     from genbench.metrics import task, zeroshot
 
     scores: dict[str, float] = {}
+    if external is not None and any(m in metrics for m in ("linear_probe", "clip_score", "fd_clip")):
+        ext = external()
+        if "linear_probe" in metrics:
+            from genbench.metrics.probe import linear_probe
+
+            train_y = ext.cls
+            if spec.multilabel:
+                # Each external sample was made for one class: one-hot targets, scored one-vs-rest on multi-hot test labels.
+                train_y = np.eye(spec.num_classes, dtype=np.float32)[ext.cls]
+            res = linear_probe(ext.emb, train_y, test_emb, labels, spec.num_classes, spec.metric,
+                               multilabel=spec.multilabel, seed=seed)
+            scores["linear_probe"] = res.score
+            if res.missing_classes:
+                log.warning("%s: linear probe: %d class(es) have no external data", spec.name, len(res.missing_classes))
+        if "clip_score" in metrics and ext.prompt_similarity is not None and len(ext.prompt_similarity):
+            scores["clip_score"] = float(np.mean(ext.prompt_similarity) * 100.0)
+        if "fd_clip" in metrics:
+            from genbench.metrics.frechet import frechet_distance_features
+
+            scores["fd_clip"] = frechet_distance_features(ext.emb.astype(np.float64), test_emb.astype(np.float64))
     if "zeroshot" in metrics:
         scores["zeroshot"] = task.score(spec.metric, labels, zeroshot.zeroshot_logits(test_emb, text_emb))
     if "cler" in metrics or "cler_text" in metrics:
@@ -267,12 +297,21 @@ def run_experiment(
             test_emb, labels, text_emb = per_dataset[ds]
             for k in p.source.shots:
                 sums, counts = st.centroid_inputs() if k == p.job.shots else coll.prefix_sums(st, clip.slug, k)
-                scores = score_collection(spec, cfg.metrics, sums, counts, test_emb, labels, text_emb)
+                external = _external_loader(st, clip.slug, k)
+                scores = score_collection(spec, cfg.metrics, sums, counts, test_emb, labels, text_emb, external, cfg.seed)
                 records.append(_record(cfg, p, spec, k, int(counts.sum()), len(labels), scores, extras[st.job.uri]))
     finally:
         pool.close()
     write_results(out, records, cfg.storage_options)
     return records
+
+
+def _external_loader(state: Any, clip_slug: str, shots: int) -> Callable[[], Any]:
+    from genbench.shards.reader import read_external
+
+    limit = shots * state.job.num_classes
+    names = [t.name for t in state.tasks if t.slot_start < limit]
+    return lambda: read_external(state.store, names, clip_slug, shots)
 
 
 def _tiny(cfg: ExperimentConfig, p: Planned) -> bool:

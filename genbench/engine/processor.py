@@ -133,11 +133,19 @@ class ShardProcessor:
         store = Store(job.uri, job.storage_options)
         samples, short = self.make_samples(task)
         embeddings = {}
+        extra: dict[str, dict[str, np.ndarray]] = {}
         sums = counts = None
         if job.clip:
             clip = self.clip(job.clip, job.cache_dir)
             emb = clip.encode_images([decode_image(s.image) for s in samples]) if samples else np.zeros((0, clip.dim), np.float32)
             embeddings[clip.slug] = emb
+            prompts = [s.meta.get("prompt") for s in samples]
+            if samples and all(prompts):
+                # CLIP score needs each image's cosine to its own prompt: computed here, once, while both are at hand.
+                from genbench.prompt_weighting import plain_text
+
+                text = clip.encode_texts([plain_text(p) for p in prompts])
+                extra[clip.slug] = {"prompt_similarity": np.sum(emb * text, axis=1)}
             cls = np.array([s.cls for s in samples], dtype=np.int64)
             sums, counts = class_sums(cls, emb, job.num_classes)
         elapsed = time.perf_counter() - t0
@@ -150,7 +158,7 @@ class ShardProcessor:
             "device": self.device,
             "pid": os.getpid(),
         }
-        rec = commit_shard(store, task.shard_id, samples, embeddings, record)
+        rec = commit_shard(store, task.shard_id, samples, embeddings, record, extra)
         result = {**rec, "label": task.label}
         if sums is not None:
             present = np.flatnonzero(counts)

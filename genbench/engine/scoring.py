@@ -131,7 +131,13 @@ def score_collection_dir(
         dataset, "test", clip, clip_ref, data_root, _cache(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir)
     )
     text_emb = class_text_embeddings(clip, spec.classes, spec.templates)
-    scores = exp.score_collection(spec, metrics, sums, counts, test_emb, labels, text_emb)
+    from genbench.shards.reader import read_external
+
+    names = [s["tar"][: -len(".tar")] for s in man["shards"]]
+    scores = exp.score_collection(
+        spec, metrics, sums, counts, test_emb, labels, text_emb,
+        lambda: read_external(store, names, clip.slug, shots), int(man["spec"].get("run_seed") or 0),
+    )
     opts = man["spec"].get("options", {})
     cost = man.get("cost", {})
     return {

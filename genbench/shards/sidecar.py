@@ -14,17 +14,19 @@ def sidecar_rel(clip_slug: str, shard: str) -> str:
     return f"emb/{clip_slug}/{shard}.parquet"
 
 
-def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray) -> bytes:
+def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> bytes:
+    """The sidecar table; ``extra`` adds float32 columns (e.g. ``prompt_similarity``, the cosine to the sample's prompt)."""
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     dim = emb.shape[1] if emb.ndim == 2 else 0
     flat = pa.array(emb.reshape(-1), type=pa.float32())
-    table = pa.table(
-        {
-            "key": pa.array(keys, type=pa.string()),
-            "cls": pa.array(np.asarray(cls, dtype=np.int32), type=pa.int32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
-        }
-    )
+    columns = {
+        "key": pa.array(keys, type=pa.string()),
+        "cls": pa.array(np.asarray(cls, dtype=np.int32), type=pa.int32()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+    }
+    for name, values in (extra or {}).items():
+        columns[name] = pa.array(np.asarray(values, dtype=np.float32), type=pa.float32())
+    table = pa.table(columns)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
@@ -41,6 +43,12 @@ def table_to_arrays(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]
 
 def read_parquet_bytes(data: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
     return table_to_arrays(pq.read_table(io.BytesIO(data)))
+
+
+def read_column(data: bytes, name: str) -> np.ndarray | None:
+    """An extra float column of a sidecar, or None when this sidecar has no such column."""
+    table = pq.read_table(io.BytesIO(data))
+    return table.column(name).to_numpy() if name in table.column_names else None
 
 
 def class_sums(cls: np.ndarray, emb: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

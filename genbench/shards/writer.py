@@ -56,6 +56,7 @@ def commit_shard(
     samples: list[Sample],
     embeddings: dict[str, np.ndarray],
     record: dict[str, Any],
+    extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Write tar, then one sidecar per CLIP slug in ``embeddings`` (rows aligned with ``samples``), then the record."""
     shard = shard_name(shard_id)
@@ -63,7 +64,8 @@ def commit_shard(
     keys = [s.key for s in samples]
     cls = np.array([s.cls for s in samples], dtype=np.int32)
     for slug, emb in embeddings.items():
-        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb))
+        extra = (extra_columns or {}).get(slug)
+        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb, extra))
     record = {
         **record,
         "shard": shard,
