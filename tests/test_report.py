@@ -191,6 +191,11 @@ def test_bad_inputs_raise_usage_error(tmp_path):
     _write(tmp_path / "nokey", [{"dataset": "digits", "source": "original"}])
     with pytest.raises(UsageError, match="shots"):
         build_report([str(tmp_path / "nokey")], str(tmp_path / "o"))
+    _write(tmp_path / "badshots", [{"dataset": "digits", "source": "original", "shots": "16", "scores": {}}])
+    with pytest.raises(UsageError, match=r"\[0\]\.shots"):
+        build_report([str(tmp_path / "badshots")], str(tmp_path / "o"))
+    with pytest.raises(UsageError, match="--out"):
+        build_report([str(tmp_path / "nokey")], "s3://bucket/report")
 
 
 def test_lead_functions_still_work():

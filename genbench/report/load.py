@@ -52,6 +52,8 @@ def read_results(results_dir: str) -> list[dict[str, Any]]:
         missing = [k for k in REQUIRED_KEYS if not isinstance(rec, dict) or k not in rec]
         if missing:
             raise UsageError(f"{path}[{i}]", f"record without {', '.join(missing)}", f"records with {', '.join(REQUIRED_KEYS)}")
+        if isinstance(rec["shots"], bool) or not isinstance(rec["shots"], int) or rec["shots"] < 1:
+            raise UsageError(f"{path}[{i}].shots", rec["shots"], "a positive integer (images per class)")
         if not isinstance(rec["scores"], dict):
             raise UsageError(f"{path}[{i}].scores", rec["scores"], "an object of score name -> percent")
     return data
