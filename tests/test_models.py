@@ -192,7 +192,7 @@ def test_shipped_pipeline_configs_build_their_scheduler(name):
 
 
 def test_weighted_prompts_change_only_what_is_emphasised(tiny_gen):
-    args = dict(steps=1, guidance_scale=4.0)
+    args = dict(steps=1, guidance_scale=1.0)  # guidance off: one UNet pass; the prompt embeddings are what is tested
     plain = tiny_gen.generate(["a photo of a cat"], ["blurry"], [5], **args)
     # No emphasis syntax: the weighted path conditions on the same embeddings as diffusers' own encoding.
     same = tiny_gen.generate(["a photo of a cat"], ["blurry"], [5], weighted=True, **args)
