@@ -39,18 +39,21 @@ def parse_size(text: str) -> int:
 
 
 class Synthetic:
-    """Deterministic clustered unit vectors; chunk i is always the same whatever the chunk order."""
+    """Deterministic unit vectors with low intrinsic dimension, as CLIP text embeddings have: a 32-d Gaussian latent
+    mapped into 512-d by a fixed random orthonormal map, plus small isotropic noise. (Isotropic 512-d noise, or tight
+    clusters of it, make all neighbours nearly equidistant and nearest-neighbour recall meaningless.) Chunk ``start``
+    is always the same whatever the chunk order."""
 
-    def __init__(self, seed: int = 0, topics: int = 4096, spread: float = 0.6):
+    def __init__(self, seed: int = 0, latent: int = 32, noise: float = 0.1):
         rng = np.random.default_rng(seed)
-        self.centres = rng.standard_normal((topics, DIM)).astype(np.float32)
-        self.centres /= np.linalg.norm(self.centres, axis=1, keepdims=True)
-        self.seed, self.spread = seed, spread
+        q, _ = np.linalg.qr(rng.standard_normal((DIM, latent)))
+        self.basis = np.ascontiguousarray(q.T, dtype=np.float32)  # (latent, DIM), orthonormal rows
+        self.seed, self.latent, self.noise = seed, latent, noise
 
     def chunk(self, start: int, n: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, start])
-        x = self.centres[rng.integers(0, len(self.centres), n)]
-        x += rng.standard_normal((n, DIM), dtype=np.float32) * (self.spread / np.sqrt(DIM))
+        x = rng.standard_normal((n, self.latent), dtype=np.float32) @ self.basis
+        x += rng.standard_normal((n, DIM), dtype=np.float32) * self.noise
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return x
 

@@ -25,7 +25,9 @@ def _image_bytes(fmt: str, size=(32, 24), seed=0) -> bytes:
 
 
 def _policy(**kw) -> FetchPolicy:
-    base = dict(timeout_s=0.4, deadline_s=1.2, retries=2, backoff_s=0.01, max_bytes=200_000, allow_networks=LOOPBACK)
+    # generous limits for the good paths (a loaded CI machine must not turn them into timeouts); the timeout cases
+    # pass tight ones explicitly
+    base = dict(timeout_s=3.0, deadline_s=6.0, retries=2, backoff_s=0.01, max_bytes=200_000, allow_networks=LOOPBACK)
     base.update(kw)
     return FetchPolicy(**base)
 
@@ -53,6 +55,7 @@ def site():
         "/loop-a": Route(status=302, location="/loop-b"),
         "/loop-b": Route(status=302, location="/loop-a"),
         "/to-cat": Route(status=307, location="/cat.jpg"),
+        "/png-as-html": Route(body=png, content_type="text/html"),
         **{f"/chain{i}": Route(status=302, location=f"/chain{i + 1}") for i in range(8)},
     }
     with serve(routes) as base:
@@ -74,6 +77,18 @@ def test_good_images_arrive_intact(site):
     assert np.array_equal(want, got)
 
 
+def test_content_is_judged_by_decoding_not_by_header(site):
+    base, _, raw = site
+    r = fetch_image(base + "/png-as-html", _policy())
+    assert r.ok and r.format == "PNG" and r.data == raw["png"]
+
+
+def test_trickling_body_is_cut_by_the_deadline_not_the_socket_timeout(site):
+    base, _, _ = site
+    r = fetch_image(base + "/trickle", _policy(retries=0, timeout_s=0.4, deadline_s=1.2))
+    assert r.kind == "timeout" and "within" in r.error, r.error
+
+
 def test_redirect_is_followed_and_recorded(site):
     base, _, raw = site
     r = fetch_image(base + "/to-cat", _policy())
@@ -86,8 +101,8 @@ def test_redirect_is_followed_and_recorded(site):
         ("/missing", "http_4xx", {}),
         ("/nowhere", "http_4xx", {}),
         ("/broken", "http_5xx", {}),
-        ("/slow", "timeout", {"retries": 0}),
-        ("/trickle", "timeout", {"retries": 0}),
+        ("/slow", "timeout", {"retries": 0, "timeout_s": 0.4, "deadline_s": 1.2}),
+        ("/trickle", "timeout", {"retries": 0, "timeout_s": 0.4, "deadline_s": 1.2}),
         ("/truncated.jpg", "decode_error", {}),
         ("/page.jpg", "decode_error", {}),
         ("/huge.jpg", "too_large", {}),
