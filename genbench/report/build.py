@@ -32,7 +32,7 @@ def _tables(records: list[dict[str, Any]]) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, "Scores per dataset (Table 2 style)"),
         Para("Percent of each dataset's own metric on its real test split. Per column, bold marks the best value and "
-             "underline the second best (in markdown: **best**, _second_); for Fréchet distances lower is better. "
+             "underline (italic in markdown) the second best; for Fréchet distances lower is better. "
              "A column where every row ties is not marked."),
     ]
     for d in sorted({r["dataset"] for r in records}):
