@@ -37,6 +37,7 @@ class Route:
     trickle_s: float = 0.0
     trickle_piece: int = 16
     send_length: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,6 +71,8 @@ def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
             if route.location is not None:
                 self.send_header("Location", route.location)
             self.send_header("Content-Type", route.content_type)
+            for name, value in route.headers.items():
+                self.send_header(name, value)
             if route.send_length:
                 self.send_header("Content-Length", str(len(route.body)))
             else:

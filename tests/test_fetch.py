@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import socket
 
@@ -56,6 +57,8 @@ def site():
         "/loop-b": Route(status=302, location="/loop-a"),
         "/to-cat": Route(status=307, location="/cat.jpg"),
         "/png-as-html": Route(body=png, content_type="text/html"),
+        # 2 KB on the wire, 10 MB once decoded: the byte cap must apply to the decoded body
+        "/gzip-bomb.jpg": Route(body=gzip.compress(b"\0" * 10_000_000), headers={"Content-Encoding": "gzip"}),
         **{f"/chain{i}": Route(status=302, location=f"/chain{i + 1}") for i in range(8)},
     }
     with serve(routes) as base:
@@ -107,6 +110,7 @@ def test_redirect_is_followed_and_recorded(site):
         ("/page.jpg", "decode_error", {}),
         ("/huge.jpg", "too_large", {}),
         ("/huge-nolength.jpg", "too_large", {}),
+        ("/gzip-bomb.jpg", "too_large", {}),
         ("/bomb.png", "too_many_pixels", {"max_pixels": 1_000_000}),
         ("/to-private", "refused_address", {}),
         ("/to-metadata", "refused_address", {}),

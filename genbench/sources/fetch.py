@@ -230,7 +230,7 @@ def _read_body(resp: requests.Response, policy: FetchPolicy, deadline: float) ->
         while True:
             # read1 returns whatever one socket read gives, so the deadline is checked between small reads even when the
             # server trickles bytes; read(n) would block until n bytes arrived.
-            chunk = raw.read1(_CHUNK)
+            chunk = raw.read1(_CHUNK, decode_content=True)  # gzip bodies are capped on their decoded size
             if not chunk:
                 return bytes(buf)
             buf += chunk
