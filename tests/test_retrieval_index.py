@@ -213,7 +213,7 @@ def test_precomputed_embedding_column_is_normalised(tmp_path):
                       "text_emb": pa.array(list(emb), pa.list_(pa.float32(), 16))})
     pq.write_table(table, tmp_path / "laion.parquet")
     info = build_index(str(tmp_path / "laion.parquet"), None, str(tmp_path / "idx"), embedding_column="text_emb", clip_ref="ViT-B-32:openai")
-    assert (info.embeddings, info.dim, info.clip_slug) == ("precomputed", 16, "ViT-B-32-openai")
+    assert (info.embeddings, info.dim, info.clip_slug) == ("precomputed", 16, "ViT-B-32_openai")
     idx = open_index(str(tmp_path / "idx"))
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     sims, ids = idx.search(unit[:5], 1)

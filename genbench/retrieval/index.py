@@ -251,11 +251,17 @@ def _write_dir(index: faiss.Index, meta: pa.Table, info: IndexInfo, out_dir: str
     return info
 
 
+def _slug(ref: str) -> str:
+    # Same rule as genbench.models.clip for hub refs ("ViT-B-32:openai" -> "ViT-B-32_openai"); a local-dir model's slug
+    # differs (its directory name), so callers with a loaded encoder should pass its .slug.
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", ref).strip("_") or "model"
+
+
 def _clip_names(clip: Any, clip_ref: str | None) -> tuple[str, str]:
     ref = clip_ref or str(getattr(clip, "ref", "") or "")
     if not ref:
         raise UsageError("clip", clip, "a CLIP encoder with a .ref, or clip_ref= naming the model the embeddings came from")
-    slug = str(getattr(clip, "slug", "") or re.sub(r"[^A-Za-z0-9._-]+", "-", ref).strip("-"))
+    slug = str(getattr(clip, "slug", "") or _slug(ref))
     return ref, slug
 
 
@@ -310,7 +316,8 @@ def build_index_from_embeddings(
     train_size: int = 262_144,
 ) -> IndexInfo:
     """Index embeddings computed elsewhere (e.g. on Ray GPU workers): an (N, D) array or an iterator of (n_i, D)
-    chunks in the row order of ``metadata`` (a table with url and caption columns, N rows). Rows are re-normalised."""
+    chunks in the row order of ``metadata`` (a table with url and caption columns, N rows). Rows are re-normalised.
+    Pass ``clip_slug=encoder.slug`` so that the slug matches the one the run's CLIP encoder reports."""
     names = metadata.column_names
     ucol = _pick(names, URL_COLUMNS, "url", "metadata")
     ccol = _pick(names, CAPTION_COLUMNS, "caption", "metadata")
@@ -324,7 +331,7 @@ def build_index_from_embeddings(
             yield x, urls[pos : pos + len(x)], caps[pos : pos + len(x)]
             pos += len(x)
 
-    slug = clip_slug or re.sub(r"[^A-Za-z0-9._-]+", "-", clip_ref).strip("-")
+    slug = clip_slug or _slug(clip_ref)
     return _build(stream(), metadata.num_rows, out_dir, clip_ref, slug, factory, memory_budget_bytes, train_size, "precomputed")
 
 
