@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from genbench.metrics.cler import centroids, cler_logits
 from genbench.metrics.frechet import frechet_distance_features
-from genbench.metrics.probe import fit_logreg, linear_probe
+from genbench.metrics.probe import fit_logreg, grad_scale, linear_probe
 from genbench.metrics.task import score
 from genbench.shards.layout import Layout, shard_name
 from genbench.shards.schema import sample_key
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--reg", type=float, default=1e-4, help="the fixed regularisation of the probe comparison")
     ap.add_argument("--max-iter", type=int, default=1000)
+    ap.add_argument("--tol", type=float, default=1e-4, help="gradient tolerance relative to |grad| at zero, both probes")
     ap.add_argument("--fd-n", type=int, default=50000, help="features per side for the Fréchet distance")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -141,19 +142,23 @@ def main(argv: list[str] | None = None) -> dict:
 
         fit_logreg(px[:200], py[:200], args.classes, 1.0, device="cpu", max_iter=5)  # warm-up: thread pools, kernels
         t0 = time.perf_counter()
-        w, b = fit_logreg(px, py, args.classes, args.reg, device="cpu", max_iter=args.max_iter)
+        w, b = fit_logreg(px, py, args.classes, args.reg, device="cpu", max_iter=args.max_iter, tol=args.tol)
         probe_torch_s = time.perf_counter() - t0
         acc_torch = score("accuracy", test_y, test_x @ w.T + b)
         log.info("torch probe: %.1fs, accuracy %.2f", probe_torch_s, acc_torch)
 
+        # sklearn's tol is absolute on the same (mean-scaled) objective's gradient: give it the same absolute value.
+        sk_tol = args.tol * grad_scale(torch.as_tensor(px), torch.as_tensor(py), args.classes, False)
         t0 = time.perf_counter()
-        model = LogisticRegression(C=1.0 / (args.reg * len(px)), max_iter=args.max_iter, tol=1e-5).fit(px, py)
+        model = LogisticRegression(C=1.0 / (args.reg * len(px)), max_iter=args.max_iter, tol=sk_tol).fit(px, py)
         probe_sklearn_s = time.perf_counter() - t0
         acc_sk = model.score(test_x, test_y) * 100
         log.info("sklearn probe: %.1fs, accuracy %.2f (%d iterations)", probe_sklearn_s, acc_sk, int(model.n_iter_.max()))
 
         t0 = time.perf_counter()
-        result = linear_probe(px, py, test_x, test_y, args.classes, "accuracy", device="cpu", max_iter=args.max_iter)
+        result = linear_probe(
+            px, py, test_x, test_y, args.classes, "accuracy", device="cpu", max_iter=args.max_iter, tol=args.tol
+        )
         search_s = time.perf_counter() - t0
         log.info("reg search: %.1fs, %d fits, reg %.3g, test accuracy %.2f", search_s, len(result.search) + 1, result.reg, result.score)
 

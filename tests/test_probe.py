@@ -91,7 +91,7 @@ def test_multilabel_probe_scores_map():
 def test_search_never_uses_test_labels(digits):
     xtr, ytr, xte, yte = digits
     # A shorter grid than the default (1e-6 .. 1e2) keeps the test fast; the search logic is the same.
-    kw = dict(seed=3, device="cpu", coarse=(-4, -3, -2, -1), refine_steps=2, max_iter=300)
+    kw = dict(seed=3, device="cpu", coarse=(-3, -2, -1), refine_steps=2, max_iter=300, tol=1e-3)
     a = linear_probe(xtr, ytr, xte, yte, 10, "accuracy", **kw)
     perm = np.random.default_rng(9).permutation(len(yte))
     b = linear_probe(xtr, ytr, xte[::-1], yte[perm], 10, "accuracy", **kw)
@@ -102,7 +102,7 @@ def test_search_never_uses_test_labels(digits):
     assert min(regs) <= a.reg <= max(regs)
     assert a.val_score == max(s for _, s in a.search)
     assert a.n_val == pytest.approx(0.2 * len(xtr), abs=10)
-    assert a.score > 85
+    assert a.score > 80
 
 
 def test_missing_class_is_reported_not_dropped(blobs, caplog):
