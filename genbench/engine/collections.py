@@ -120,6 +120,13 @@ def build(
 
     outcome = pool.map("run", items, on_result, max_in_flight=max_in_flight, max_retries=max_retries) if items else None
     bar.close()
+    if items:
+        # A worker killed mid-write leaves its temporary file behind; nothing is in flight any more, so sweep now
+        # rather than at the next run.
+        for st in states:
+            removed = list(st.store.clean_temp_files())
+            if removed:
+                log.info("%s: removed %d temporary file(s) left by failed attempts", st.job.uri, len(removed))
     wall = time.perf_counter() - t0
     if outcome is not None:
         for label, err in outcome.failed.items():

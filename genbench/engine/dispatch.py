@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -116,15 +117,19 @@ class WorkerPool:
 
         A failed call is retried on another actor (when there is one) up to ``max_retries`` times; what still fails
         is returned in ``Outcome.failed`` with its last error. ``on_result(label, value)`` sees each success.
+        An actor whose process died gets no new calls until a probe finds it running again (Ray restarts it, or we
+        start a replacement once Ray gives up): calls sent to a restarting actor fail at once, and would otherwise
+        use up every retry of a shard within one restart.
         """
         queue: deque[tuple[str, tuple, int, int | None]] = deque((lbl, args, 0, None) for lbl, args in items)
         inflight: dict[Any, tuple[str, tuple, int, int]] = {}
+        health = _Health(self)
         load = [0] * len(self.actors)
         out = Outcome()
         while queue or inflight:
             while queue:
                 lbl, args, tries, avoid = queue[0]
-                candidates = [i for i in range(len(self.actors)) if load[i] < max_in_flight]
+                candidates = [i for i in range(len(self.actors)) if load[i] < max_in_flight and health.ok(i)]
                 if not candidates:
                     break
                 preferred = [i for i in candidates if i != avoid] or candidates
@@ -133,29 +138,40 @@ class WorkerPool:
                 ref = getattr(self.actors[idx], method).remote(*args)
                 inflight[ref] = (lbl, args, tries, idx)
                 load[idx] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            if queue and not inflight and health.all_gone():
+                for lbl, _args, _tries, _avoid in queue:
+                    out.failed[lbl] = "no worker left: every actor died repeatedly"
+                queue.clear()
+                break
+            waiting = list(inflight) + health.refs()
+            if waiting:
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=health.wait_timeout())
+            else:  # every actor is down and only a re-probe is pending
+                ready = []
+                time.sleep(health.REPROBE_S)
             for ref in ready:
+                if health.owns(ref):
+                    health.resolve(ref)
+                    continue
                 lbl, args, tries, idx = inflight.pop(ref)
                 load[idx] -= 1
                 out.attempts[lbl] = tries + 1
                 try:
                     value = ray.get(ref)
-                except ray.exceptions.ActorDiedError as exc:
-                    self._replace_if_dead(idx)
+                except ray.exceptions.RayActorError as exc:  # the process died or is restarting
+                    health.lost(idx)
                     self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, f"worker died: {_short(exc)}")
-                except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                except ray.exceptions.RayTaskError as exc:
                     self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, _short(exc))
                 else:
                     on_result(lbl, value)
+            health.reprobe_due()
         return out
 
-    def _replace_if_dead(self, idx: int) -> None:
-        # Ray restarts a dead actor up to max_restarts times; after that, start a fresh one in its place.
-        try:
-            ray.get(self.actors[idx].pid.remote(), timeout=120)
-        except Exception:  # noqa: BLE001 - any failure here means the actor is gone for good
-            log.warning("worker %d is gone; starting a replacement", idx)
-            self.actors[idx] = self._cls.remote(self._threads)
+    def replace(self, idx: int) -> None:
+        """Start a fresh actor in place of one that Ray will not restart any more."""
+        log.warning("worker %d is gone for good; starting a replacement", idx)
+        self.actors[idx] = self._cls.remote(self._threads)
 
     @staticmethod
     def _retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, err) -> None:
@@ -177,3 +193,67 @@ def _short(exc: BaseException) -> str:
     last = [ln for ln in text if ln.strip()]
     return (last[-1] if last else type(exc).__name__)[:300]
 
+
+
+class _Health:
+    """Which actors may take calls. A lost actor is probed (``pid``) until it answers, without blocking the driver."""
+
+    REPROBE_S = 0.5
+    MAX_REPLACEMENTS = 2
+
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
+        self.replaced: dict[int, int] = {}
+        self.gone: set[int] = set()
+        self.down: set[int] = set()
+        self.probes: dict[Any, int] = {}
+        self.due: dict[int, float] = {}  # actor -> when to probe it again (it was still restarting)
+
+    def ok(self, idx: int) -> bool:
+        return idx not in self.down
+
+    def all_gone(self) -> bool:
+        return len(self.gone) == len(self.pool.actors)
+
+    def refs(self) -> list[Any]:
+        return list(self.probes)
+
+    def owns(self, ref: Any) -> bool:
+        return ref in self.probes
+
+    def wait_timeout(self) -> float | None:
+        return self.REPROBE_S if self.due else None
+
+    def lost(self, idx: int) -> None:
+        if idx not in self.down:
+            log.warning("worker %d died or is restarting; it gets no shards until it answers again", idx)
+            self.down.add(idx)
+            self._probe(idx)
+
+    def _probe(self, idx: int) -> None:
+        self.probes[self.pool.actors[idx].pid.remote()] = idx
+
+    def resolve(self, ref: Any) -> None:
+        idx = self.probes.pop(ref)
+        try:
+            pid = ray.get(ref)
+        except ray.exceptions.ActorDiedError:  # Ray used up max_restarts: this actor is gone for good
+            self.replaced[idx] = self.replaced.get(idx, 0) + 1
+            if self.replaced[idx] > self.MAX_REPLACEMENTS:  # e.g. its __init__ keeps failing: stop, don't loop
+                log.error("worker %d was replaced %d times and died again; giving up on it", idx, self.MAX_REPLACEMENTS)
+                self.gone.add(idx)
+                return
+            self.pool.replace(idx)
+            self._probe(idx)
+        except ray.exceptions.RayActorError:  # still restarting: ask again shortly
+            self.due[idx] = time.monotonic() + self.REPROBE_S
+        else:
+            log.info("worker %d is back (pid %d)", idx, pid)
+            self.down.discard(idx)
+
+    def reprobe_due(self) -> None:
+        now = time.monotonic()
+        for idx, when in list(self.due.items()):
+            if when <= now:
+                del self.due[idx]
+                self._probe(idx)
