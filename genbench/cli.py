@@ -97,6 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root")
     s.add_argument("--cache-dir")
 
+    ix = sub.add_parser("index", help="caption index for retrieval")
+    ixsub = ix.add_subparsers(dest="index_command", required=True, parser_class=_Parser)
+    ib = ixsub.add_parser("build", help="build a faiss index over (url, caption) parquet files")
+    ib.add_argument("--captions", required=True, help="parquet path(s) or glob, local or fsspec URL")
+    ib.add_argument("--clip", required=True)
+    ib.add_argument("--out", required=True, help="index directory (local or fsspec URL)")
+    ib.add_argument("--factory", help="faiss index_factory string (default: exact; e.g. IVF4096,PQ64 or HNSW32)")
+    ib.add_argument("--memory-budget", type=_positive("--memory-budget"), help="bytes the index may take")
+    ib.add_argument("--embedding-column", help="use LAION-style precomputed text embeddings from this column")
+    ib.add_argument("--workers", type=_positive("--workers"), default=2, help="Ray actors embedding captions")
+    ib.add_argument("--address")
+
+    rt = sub.add_parser("retrieve", help="fill a retrieved collection from a caption index")
+    rt.add_argument("--dataset", required=True)
+    rt.add_argument("--index", required=True)
+    rt.add_argument("--shots", required=True, type=_positive("--shots"))
+    rt.add_argument("--clip", required=True)
+    rt.add_argument("--out", required=True, help="root of the collections: OUT/<dataset>/retrieved/<variant>/")
+    rt.add_argument("--allow-address", action="append", default=[], metavar="CIDR",
+                    help="the only way to reach private or loopback addresses (repeatable)")
+    rt.add_argument("--oversample", type=float, default=3.0, help="candidates per shot (dead links are replaced)")
+    rt.add_argument("--image-size", type=_positive("--image-size"))
+    rt.add_argument("--seed", type=_nonneg("--seed"), default=0)
+    rt.add_argument("--shard-size", type=_positive("--shard-size"), default=1000)
+    rt.add_argument("--workers", type=_positive("--workers"))
+    rt.add_argument("--data-root")
+    rt.add_argument("--address")
+
+    rp = sub.add_parser("report", help="results.json of one or more runs -> report.md, report.html and PNG figures")
+    rp.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
+                    help="directories holding results.json (or the files); a later one wins on the same collection and shots")
+    rp.add_argument("--out", required=True, help="local directory for report.md, report.html and the PNGs")
+
     d = sub.add_parser("datasets", help="list the dataset catalog")
     d.add_argument("--json", action="store_true")
     d.add_argument("--data-root")
@@ -155,6 +188,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for key in ("resolution", "image_size", "dtype"):
             if getattr(args, key) is not None:
                 src[key] = getattr(args, key)
+    elif args.command == "retrieve":
+        src = {"source": "retrieved", "index": args.index, "shots": args.shots, "oversample": args.oversample,
+               "allow_addresses": list(args.allow_address)}
+        if args.image_size:
+            src["image_size"] = args.image_size
     else:
         src = {"source": "original", "shots": args.shots, "image_format": args.image_format}
     cfg = _build_cfg(args, src)
@@ -196,6 +234,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from genbench.engine.retrieve import build_caption_index
+
+    info = build_caption_index(
+        args.captions, args.clip, args.out, factory=args.factory, memory_budget=args.memory_budget,
+        embedding_column=args.embedding_column, workers=args.workers, address=args.address,
+    )
+    print(json.dumps(info))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from genbench.report.build import build_report
+
+    res = build_report(args.results_dirs, args.out)
+    for note in res["notes"]:
+        print(note)
+    for skipped in res["skipped"]:
+        print(f"not drawn: {skipped['title']}: {skipped['reason']}")
+    print(f"wrote {res['report_md']}, {res['report_html']} and {len(res['plots'])} figure(s)")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from genbench.catalog.listing import format_table, list_entries
 
@@ -209,8 +270,11 @@ _COMMANDS = {
     "generate": _cmd_build,
     "original": _cmd_build,
     "embed": _cmd_embed,
+    "index": _cmd_index,
+    "retrieve": _cmd_build,
     "score": _cmd_score,
     "datasets": _cmd_datasets,
+    "report": _cmd_report,
 }
 
 

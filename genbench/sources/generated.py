@@ -36,6 +36,9 @@ def produce(
         prompts = [make_prompt(strategy, spec, c, k, run_seed, enhancer=enhancer) for c, k in chunk]
         seeds = [sample_seed(run_seed, spec.name, c, k) for c, k in chunk]
         kwargs: dict[str, Any] = {}
+        if "rd" in strategy.split("+"):
+            # RD's "((class))" is real prompt weighting, applied to the text encoder's output (see prompt_weighting).
+            kwargs["weighted"] = True
         if init_image is not None:
             kwargs["init_images"] = [init_image(c, k) for c, k in chunk]
             kwargs["strength"] = float(options.get("tig_strength", 0.75))
