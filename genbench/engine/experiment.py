@@ -77,7 +77,8 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
                     options = {"image_format": src.image_format, "jpeg_quality": src.jpeg_quality}
                 else:
                     options = {"index": src.index, "image_format": src.image_format, "jpeg_quality": src.jpeg_quality,
-                               "image_size": src.image_size, "oversample": src.oversample}
+                               "image_size": src.image_size, "oversample": src.oversample,
+                               "staging": join(shards_root, ds, src.source, variant, "staging")}
                 job = CollectionJob(
                     dataset=ds,
                     source=src.source,
@@ -114,6 +115,13 @@ def check_models(cfg: ExperimentConfig) -> None:
     from genbench.models.generator import _resolve_path
 
     for i, src in enumerate(cfg.sources):
+        if src.source == "retrieved":
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(src.index, **cfg.storage_options)
+            if not fs.exists(f"{root.rstrip('/')}/index.json"):
+                raise UsageError(f"sources[{i}].index", src.index, "a caption index directory written by `genbench index build`")
+            continue
         if src.source != "generated" or src.generator in ("tiny", "null") or src.generator.startswith("random:"):
             continue  # built offline from shipped configs (random: names are checked by the loader)
         try:
@@ -220,10 +228,20 @@ def score_collection(
     return {k: round(float(v), 4) for k, v in scores.items()}
 
 
-def _build(cfg: ExperimentConfig, planned: list[Planned], pool: Any, clip_slug: str | None, progress: bool):
-    states = [coll.prepare(p.job, clip_slug, cfg.engine.verify) for p in planned]
-    for st in states:
+def _build(cfg: ExperimentConfig, planned: list[Planned], make_pool: Callable[[], Any], clip: Any, progress: bool):
+    """Prepare every collection, run retrieval downloads (before the worker pool takes the CPUs/GPUs), then build.
+    Returns (states, extras, pool); the caller closes the pool."""
+    states = [coll.prepare(p.job, clip.slug if clip else None, cfg.engine.verify) for p in planned]
+    retrieval: dict[str, dict[str, Any]] = {}
+    for p, st in zip(planned, states):
         log.info("%s: %d shard(s) done, %d to make", st.job.uri, st.skipped, len(st.pending))
+        if p.source.source == "retrieved":
+            from genbench.engine import retrieve
+
+            if clip is None:
+                raise UsageError("clip", None, "a CLIP model: retrieval queries the caption index with its text encoder")
+            retrieval[st.job.uri] = retrieve.prepare_downloads(st, clip, p.source.allow_addresses, progress)
+    pool = make_pool()
     wall = coll.build(states, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
     extras = {}
     for p, st in zip(planned, states):
@@ -231,10 +249,21 @@ def _build(cfg: ExperimentConfig, planned: list[Planned], pool: Any, clip_slug: 
         n = sum(int(r.get("samples", 0)) for r in st.records.values())
         device = next((r.get("device", "cpu") for r in st.records.values()), "cpu")
         extras[st.job.uri] = {"cost": cost.cost_record(dev_s, n, device, cfg.pricing), "tiny_models": _tiny(cfg, p)}
+        if st.job.uri in retrieval:
+            r = retrieval[st.job.uri]
+            fetch_cpu = r["fetch"]["cpu_seconds"]
+            # Retrieval cost: measured CPU-seconds of fetching/decoding plus the shard stage's device-seconds.
+            extras[st.job.uri].update(r)
+            extras[st.job.uri]["cost"] = cost.cost_record(dev_s + fetch_cpu, n, device, cfg.pricing)
+            extras[st.job.uri]["cost"]["fetch_cpu_seconds"] = fetch_cpu
     # Writes every manifest, then raises ShardFailures naming what stayed failed (committed shards are kept).
-    coll.finish(states, extras)
+    try:
+        coll.finish(states, extras)
+    except BaseException:
+        pool.close()
+        raise
     log.info("built %d collection(s) in %.1fs", len(states), wall)
-    return states, extras
+    return states, extras, pool
 
 
 def build_collections(
@@ -247,17 +276,15 @@ def build_collections(
     planned = plan_jobs(cfg, shards_root)
     check_data(cfg)
     check_models(cfg)
-    slug = None
+    clip = None
     if cfg.clip and cfg.clip != "none":
         from genbench.models.clip import load_clip
 
-        slug = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir).slug
+        clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
     init_ray(address)
-    pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
-    try:
-        _build(cfg, planned, pool, slug, progress)
-    finally:
-        pool.close()
+    make_pool = lambda: WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)  # noqa: E731
+    _, _, pool = _build(cfg, planned, make_pool, clip, progress)
+    pool.close()
     return [p.job for p in planned]
 
 
@@ -280,9 +307,9 @@ def run_experiment(
     clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
     resources = init_ray(address)
     log.info("ray cluster: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU")})
-    pool = WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)
+    make_pool = lambda: WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)  # noqa: E731
+    states, extras, pool = _build(cfg, planned, make_pool, clip, progress)
     try:
-        states, extras = _build(cfg, planned, pool, clip.slug, progress)
         records = []
         per_dataset: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for p, st in zip(planned, states):
@@ -337,6 +364,7 @@ def _record(cfg, p: Planned, spec, shots: int, n_train: int, n_test: int, scores
         "tiny_models": extra["tiny_models"],
         # Classes with fewer than `shots` images give all they have (original data); the gap is reported, not hidden.
         "shortfall": int(shots * spec.num_classes - n_train),
+        **({"mts": round(float(extra["mts"]), 6)} if "mts" in extra else {}),
         "scores": scores,
         "cost": {
             "device": c["device"],

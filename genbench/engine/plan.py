@@ -52,6 +52,8 @@ class ShardTask:
     shard_id: int
     slot_start: int
     slot_stop: int
+    # Source-specific inputs per slot, e.g. the URL chosen for each (class, shot) of a retrieved collection.
+    payload: tuple = ()
 
     @property
     def name(self) -> str:

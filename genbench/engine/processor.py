@@ -109,6 +109,18 @@ class ShardProcessor:
                 prompts.make_prompt, enhancer=enhancer, init_image=init,
             )
             return samples, []
+        if job.source == "retrieved":
+            from genbench.sources import retrieved
+            from genbench.sources.staging import read_images
+
+            slots = [(c, k, cand) for (c, k, cand) in task.payload]
+            images = read_images(job.options["staging"], [cand["url"] for _, _, cand in slots], job.storage_options)
+            samples = retrieved.produce(
+                job.dataset, spec.classes, slots, images, opts.get("image_size"),
+                opts.get("image_format", "jpg"), int(opts.get("jpeg_quality", 95)),
+            )
+            filled = {(c, k) for c, k, _ in slots}
+            return samples, [m for m in members if m not in filled]
         raise ValueError(f"no shard producer for source {job.source!r}")
 
     def _tig_init(self, job: CollectionJob, spec):
