@@ -173,3 +173,41 @@ def test_changed_settings_on_same_output_is_refused(first_run):
 
     with pytest.raises(UsageError, match="out"):
         _run(out, cfg)
+
+
+def test_scaling_sweep_reads_one_collection(ray_local, tmp_path):
+    """Shots 1, 2, 5 and 10 are prefixes of one 10-shot collection: one build, scored four times, nothing regenerated."""
+    cfg = {**CONFIG, "sources": [{"source": "original", "shots": [1, 2, 5, 10]}]}
+    records = _run(str(tmp_path), cfg)
+    assert [r["shots"] for r in records] == [1, 2, 5, 10]
+    assert [r["n_train"] for r in records] == [10, 20, 50, 100]
+    assert len({r["collection"] for r in records}) == 1
+    coll = records[0]["collection"]
+    assert len(tars(coll)) == 10  # 100 samples / shard_size 10, built once
+    before = snapshot(coll)
+    again = _run(str(tmp_path), cfg)
+    assert snapshot(coll) == before and [r["scores"] for r in again] == [r["scores"] for r in records]
+
+
+def test_torch_probe_matches_sklearn_on_digits_collection(first_run):
+    """The linear probe on a real collection's sidecar embeddings: torch L-BFGS vs scikit-learn at the same regularisation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from genbench.metrics.probe import linear_probe
+    from genbench.shards.reader import read_external
+    from genbench.shards.store import Store
+
+    out, _ = first_run
+    coll = _collection(out, "original", "kshot_s0")
+    ext = read_external(Store(coll), ["000000", "000001", "000002"], "tiny")
+    test = load_split(get_dataset("digits"), "test")
+    from genbench.models.clip import load_clip
+
+    clip = load_clip("tiny")
+    test_x = clip.encode_images([test.image(i) for i in range(len(test))])
+    reg = 1e-3
+    ours = linear_probe(ext.emb, ext.cls, test_x, test.labels, 10, "accuracy", reg=reg)
+    n = len(ext.cls)
+    skl = LogisticRegression(C=1.0 / (reg * n), max_iter=5000, tol=1e-8).fit(ext.emb, ext.cls)
+    acc = 100.0 * np.mean(skl.predict(test_x) == test.labels)
+    assert abs(ours.score - acc) <= 0.3, (ours.score, acc)
