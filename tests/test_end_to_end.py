@@ -211,3 +211,21 @@ def test_torch_probe_matches_sklearn_on_digits_collection(first_run):
     skl = LogisticRegression(C=1.0 / (reg * n), max_iter=5000, tol=1e-8).fit(ext.emb, ext.cls)
     acc = 100.0 * np.mean(skl.predict(test_x) == test.labels)
     assert abs(ours.score - acc) <= 0.3, (ours.score, acc)
+
+
+def test_report_over_run_results(first_run, tmp_path):
+    """`genbench report` over a run's results.json: report.html references PNGs that exist and open."""
+    import re
+
+    from genbench.cli import main
+
+    out, _ = first_run
+    dest = tmp_path / "report"
+    assert main(["report", out, "--out", str(dest)]) == 0
+    html = (dest / "report.html").read_text()
+    pngs = re.findall(r'<img[^>]+src="([^"]+\.png)"', html)
+    assert pngs, "the report draws at least the gain and shots figures"
+    for name in pngs:
+        with Image.open(dest / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+    assert "tiny untrained models" in html

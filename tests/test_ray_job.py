@@ -35,7 +35,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.time() + 15
+    deadline = time.time() + 5
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     try:
@@ -54,6 +54,9 @@ def ray_head(tmp_path):
     proc = subprocess.Popen(
         [os.path.join(BIN, "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+         # The agent's default port (52365) is taken by any other local Ray on the machine, e.g. the test session's
+         # embedded cluster; without an agent the head answers "No available agent to submit job".
+         "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
          "--temp-dir", ray_tmp],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
@@ -96,7 +99,7 @@ def test_ray_job_submit_runs_a_config(ray_head, tmp_path):
     runtime_env = {"excludes": [".venv", ".git", "shards", "out", ".cache", "*.egg-info", ".pytest_cache"]}
     cmd = [os.path.join(BIN, "ray"), "job", "submit", "--address", address, "--working-dir", REPO,
            "--runtime-env-json", json.dumps(runtime_env), "--", "python", "ray_jobs/run.py", str(cfg_path), "--out", str(out)]
-    for _ in range(20):
+    for _ in range(10):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
         # The dashboard answers before the head's job agent has registered; Ray says so and asks to retry.
         if proc.returncode == 0 or "No available agent" not in proc.stdout + proc.stderr:
