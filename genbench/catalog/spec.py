@@ -13,7 +13,7 @@ METRICS = ("accuracy", "mean_per_class_recall", "map_11point", "roc_auc")
 PLACEHOLDER = "{}"
 
 _REQUIRED = ("name", "display_name", "group", "task", "metric", "test_size", "classes", "templates", "loader", "origin")
-_OPTIONAL = ("notes", "splits", "simple_template", "paper_class_count", "test_split_name", "source_note")
+_OPTIONAL = ("notes", "splits", "simple_template", "paper_class_count")
 
 
 @dataclass(frozen=True)
