@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
 from genbench.metrics.cler import centroids, cler_logits
 from genbench.metrics.frechet import frechet_distance_features
@@ -31,7 +30,9 @@ from genbench.metrics.probe import fit_logreg, grad_scale, linear_probe
 from genbench.metrics.task import score
 from genbench.shards.layout import Layout, shard_name
 from genbench.shards.schema import sample_key
+from genbench.shards.reader import sidecar_class_sums
 from genbench.shards.sidecar import to_parquet_bytes
+from genbench.shards.store import Store
 
 log = logging.getLogger("benchmarks.scoring")
 
@@ -71,16 +72,11 @@ def read_sidecars(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cls_parts).astype(np.int64), np.concatenate(emb_parts)
 
 
-def class_sums(cls: np.ndarray, emb: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    # A sparse one-hot (C x N) times the embeddings: one pass over the data in BLAS-like speed, unlike np.add.at.
-    onehot = sp.csr_matrix((np.ones(len(cls), dtype=np.float32), (cls, np.arange(len(cls)))), shape=(classes, len(cls)))
-    return np.asarray(onehot @ emb, dtype=np.float64), np.bincount(cls, minlength=classes)
-
-
-def time_cler(paths: list[Path], test_x: np.ndarray, test_y: np.ndarray, classes: int) -> tuple[float, float]:
+def time_cler(root: Path, layout: Layout, shots: int, test_x: np.ndarray, test_y: np.ndarray) -> tuple[float, float]:
+    """CLER through the product's own path: genbench's sidecar reader and fixed-point class sums, then scoring."""
     t0 = time.perf_counter()
-    cls, emb = read_sidecars(paths)
-    sums, counts = class_sums(cls, emb, classes)
+    shards = [(shard_name(i), min((i + 1) * layout.shard_size, shots * layout.num_classes)) for i in range(layout.num_shards(shots))]
+    sums, counts = sidecar_class_sums(Store(str(root)), shards, "synthetic", layout.num_classes)
     cents = centroids(sums, counts)
     acc = score("accuracy", test_y, cler_logits(test_x, cents))
     return time.perf_counter() - t0, acc
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         paths = sorted((Path(tmp) / "emb" / "synthetic").glob("*.parquet"))
         log.info("wrote %d sidecar files in %.1fs", len(paths), time.perf_counter() - t0)
 
-        cler_s, cler_acc = time_cler(paths, test_x, test_y, args.classes)
+        cler_s, cler_acc = time_cler(Path(tmp), layout, args.shots, test_x, test_y)
         log.info("CLER from %d sidecars: %.2fs, accuracy %.2f", len(paths), cler_s, cler_acc)
 
         # The probe data: a k-shot prefix of the collection is a prefix of its shard files (shot-major layout).

@@ -132,6 +132,7 @@ class ExperimentConfig:
     pricing: Pricing = Pricing()
     out: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    inception_weights: str | None = None  # local safetensors file of Inception-v3, needed by metrics: [fid]
 
 
 def _parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceConfig:
@@ -163,6 +164,8 @@ def _parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceCon
     for key in ("steps", "batch_size", "jpeg_quality", "tig_shots"):
         if key in data:
             kw[key] = _int(data[key], f"{where}.{key}")
+    if kw.get("jpeg_quality", 95) > 100:
+        raise UsageError(f"{where}.jpeg_quality", kw["jpeg_quality"], "an integer from 1 to 100")
     for key in ("resolution", "image_size"):
         if data.get(key) is not None:
             v = _int(data[key], f"{where}.{key}", 8)
@@ -173,8 +176,8 @@ def _parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceCon
         kw["guidance_scale"] = _num(data["guidance_scale"], f"{where}.guidance_scale")
     if "tig_strength" in data:
         v = _num(data["tig_strength"], f"{where}.tig_strength")
-        if v > 1:
-            raise UsageError(f"{where}.tig_strength", v, "a number in [0, 1]")
+        if not 0 < v <= 1:
+            raise UsageError(f"{where}.tig_strength", v, "a number in (0, 1]: the share of the denoising steps img2img runs")
         kw["tig_strength"] = v
     if "oversample" in data:
         kw["oversample"] = _num(data["oversample"], f"{where}.oversample", 1.0)
@@ -193,12 +196,23 @@ def _parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceCon
             if not isinstance(data[key], str):
                 raise UsageError(f"{where}.{key}", data[key], "a string")
             kw[key] = data[key]
+    if kw.get("scheduler", "dpmsolver++") not in ("dpmsolver++", "default"):
+        raise UsageError(f"{where}.scheduler", kw["scheduler"], ("dpmsolver++", "default"))
     if "compile" in data:
         if not isinstance(data["compile"], bool):
             raise UsageError(f"{where}.compile", data["compile"], "true or false")
         kw["compile"] = data["compile"]
     if "allow_addresses" in data:
-        kw["allow_addresses"] = tuple(str(a) for a in data["allow_addresses"] or ())
+        import ipaddress
+
+        items = data["allow_addresses"] or []
+        items = [items] if isinstance(items, str) else items
+        for j, cidr in enumerate(items):
+            try:
+                ipaddress.ip_network(str(cidr), strict=False)
+            except ValueError:
+                raise UsageError(f"{where}.allow_addresses[{j}]", cidr, "a CIDR network such as 127.0.0.0/8") from None
+        kw["allow_addresses"] = tuple(str(a) for a in items)
     if src == "retrieved" and not kw.get("index"):
         raise UsageError(f"{where}.index", None, "the directory of a caption index built with `genbench index build`")
     return SourceConfig(**kw)
@@ -264,6 +278,13 @@ def parse_config(data: Any, where: str = "config") -> ExperimentConfig:
             if x not in SCORE_METRICS:
                 raise UsageError(f"metrics[{i}]", x, SCORE_METRICS)
         kw["metrics"] = tuple(dict.fromkeys(m))
+    if data.get("inception_weights") is not None:
+        path = data["inception_weights"]
+        if not isinstance(path, str) or not os.path.isfile(path) or not path.endswith(".safetensors"):
+            raise UsageError("inception_weights", path, "an existing local .safetensors file of Inception-v3 weights")
+        kw["inception_weights"] = path
+    if "fid" in kw.get("metrics", ()) and "inception_weights" not in kw:
+        raise UsageError("metrics", "fid", "fid only with inception_weights: a local .safetensors file of Inception-v3 weights")
     if "storage_options" in data:
         so = data["storage_options"]
         if not isinstance(so, dict):
@@ -295,6 +316,8 @@ def _parse_engine(data: Any) -> EngineConfig:
         kw["gpus_per_worker"] = _num(data["gpus_per_worker"], "engine.gpus_per_worker")
     if "cpus_per_worker" in data:
         kw["cpus_per_worker"] = _num(data["cpus_per_worker"], "engine.cpus_per_worker")
+        if kw["cpus_per_worker"] <= 0:
+            raise UsageError("engine.cpus_per_worker", data["cpus_per_worker"], "a number > 0")
     if "verify" in data:
         if data["verify"] not in VERIFY:
             raise UsageError("engine.verify", data["verify"], VERIFY)

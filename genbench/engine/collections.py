@@ -17,18 +17,11 @@ from tqdm.auto import tqdm
 from genbench.engine.plan import CollectionJob, ShardTask, plan_collection
 from genbench.errors import ShardFailures
 from genbench.shards import manifest as mf
-from genbench.shards.schema import parse_key
-from genbench.shards.sidecar import class_sums, read_parquet_bytes, sidecar_rel
+from genbench.shards.reader import sidecar_class_sums
+from genbench.shards.sidecar import FIXED_SCALE, class_sums, read_class_embeddings, sidecar_rel, to_fixed
 from genbench.shards.store import Store
 
 log = logging.getLogger(__name__)
-
-FIXED_SCALE = float(2**32)
-
-
-def to_fixed(sums: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(sums, dtype=np.float64) * FIXED_SCALE).astype(np.int64)
-
 
 @dataclass
 class CollectionState:
@@ -42,6 +35,7 @@ class CollectionState:
     made: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)  # records found on disk before this run
 
     def add(self, class_ids: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
         if self.sums is None:
@@ -70,6 +64,7 @@ def prepare(job: CollectionJob, clip_slug: str | None, verify: str) -> Collectio
     tasks = plan_collection(job)
     state = CollectionState(job, store, tasks)
     records = mf.load_records(store)
+    state.previous = records
     slugs = clip_slug_of(job, clip_slug)
     for task in tasks:
         rec = records.get(task.name)
@@ -77,7 +72,7 @@ def prepare(job: CollectionJob, clip_slug: str | None, verify: str) -> Collectio
             state.records[task.name] = rec
             state.skipped += 1
             if slugs:
-                _, cls, emb = read_parquet_bytes(store.read_bytes(sidecar_rel(slugs[0], task.name)))
+                cls, emb = read_class_embeddings(store.read_bytes(sidecar_rel(slugs[0], task.name)))
                 s, c = class_sums(cls, emb, job.num_classes)
                 present = np.flatnonzero(c)
                 state.add(present, s[present], c[present])
@@ -140,6 +135,13 @@ def finish(states: list[CollectionState], spec_extra: dict[str, dict[str, Any]])
     failed: dict[str, str] = {}
     for st in states:
         recs = [st.records[t.name] for t in st.tasks if t.name in st.records]
+        # A shard this run failed to redo (e.g. the partial last shard of a smaller run) keeps its earlier entry while
+        # that tar is still the one its record describes: a failed run must not drop finished work from the manifest.
+        for t in st.tasks:
+            old = st.previous.get(t.name)
+            if t.name not in st.records and old is not None and st.store.size(old["tar"]) == old["bytes"]:
+                recs.append(old)
+        recs.sort(key=lambda r: r["shard"])
         short = [s for r in recs for s in r.get("shortfall", [])]
         shortfall: dict[str, int] = {}
         for cls, _shot in short:
@@ -156,19 +158,6 @@ def finish(states: list[CollectionState], spec_extra: dict[str, dict[str, Any]])
 
 def prefix_sums(state: CollectionState, clip_slug: str, shots: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-class sums over the first ``shots`` shots, read from the sidecars (a prefix of the shard list)."""
-    job = state.job
-    acc = CollectionState(job, state.store, [])
-    limit = shots * job.num_classes
-    for task in state.tasks:
-        if task.slot_start >= limit:
-            break
-        keys, cls, emb = read_parquet_bytes(state.store.read_bytes(sidecar_rel(clip_slug, task.name)))
-        if task.slot_stop > limit:
-            keep = np.array([parse_key(k)[1] < shots for k in keys], dtype=bool)
-            cls, emb = cls[keep], emb[keep]
-        s, c = class_sums(cls, emb, job.num_classes)
-        present = np.flatnonzero(c)
-        acc.add(present, s[present], c[present])
-    if acc.sums is None:
-        return np.zeros((job.num_classes, 1)), np.zeros(job.num_classes, dtype=np.int64)
-    return acc.centroid_inputs()
+    limit = shots * state.job.num_classes
+    shards = [(t.name, t.slot_stop) for t in state.tasks if t.slot_start < limit]
+    return sidecar_class_sums(state.store, shards, clip_slug, state.job.num_classes, shots)

@@ -161,7 +161,7 @@ class WorkerPool:
                 except ray.exceptions.RayActorError as exc:  # the process died or is restarting
                     health.lost(idx)
                     self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, f"worker died: {_short(exc)}")
-                except ray.exceptions.RayTaskError as exc:
+                except ray.exceptions.RayError as exc:  # task error, lost object, OOM kill, node death, ...
                     self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, _short(exc))
                 else:
                     on_result(lbl, value)

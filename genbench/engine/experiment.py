@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,10 +63,14 @@ def check_out(out: str) -> None:
 
 
 def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
-    planned = []
+    """One collection job per (dataset, source, strategy). Local roots are made absolute: workers run elsewhere."""
+    if "://" not in shards_root:
+        shards_root = os.path.abspath(shards_root)
+    planned: list[Planned] = []
+    seen: dict[str, int] = {}
     for ds in cfg.datasets:
         spec = get_dataset(ds)
-        for src in cfg.sources:
+        for i, src in enumerate(cfg.sources):
             strategies = src.strategies_for(ds) if src.source == "generated" else (None,)
             for strat in strategies:
                 variant = variant_name(src, strat, cfg.seed)
@@ -76,9 +79,9 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
                 elif src.source == "original":
                     options = {"image_format": src.image_format, "jpeg_quality": src.jpeg_quality}
                 else:
-                    options = {"index": src.index, "image_format": src.image_format, "jpeg_quality": src.jpeg_quality,
-                               "image_size": src.image_size, "oversample": src.oversample,
-                               "staging": join(shards_root, ds, src.source, variant, "staging")}
+                    index = src.index if "://" in src.index else os.path.abspath(src.index)
+                    options = {"index": index, "image_format": src.image_format, "jpeg_quality": src.jpeg_quality,
+                               "image_size": src.image_size, "oversample": src.oversample}
                 job = CollectionJob(
                     dataset=ds,
                     source=src.source,
@@ -94,6 +97,13 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str) -> list[Planned]:
                     options=options,
                     storage_options=dict(cfg.storage_options),
                 )
+                if job.uri in seen:
+                    raise UsageError(
+                        f"sources[{i}]", src.source,
+                        f"a source whose collection differs from sources[{seen[job.uri]}]'s ({variant}): put both shot "
+                        "counts in one list (shots: [..]) instead of repeating the source",
+                    )
+                seen[job.uri] = i
                 planned.append(Planned(job, src, strat))
     return planned
 
@@ -138,6 +148,34 @@ def check_models(cfg: ExperimentConfig) -> None:
                     "a local diffusers directory, 'tiny', 'null', or a hub id already in the local Hugging Face cache "
                     "(HF_HUB_OFFLINE=1 forbids downloads)",
                 )
+
+
+def check_retrieval(cfg: ExperimentConfig, clip: Any) -> None:
+    """Retrieval queries the caption index with the run's CLIP text encoder: both must exist and match (exit 2)."""
+    import json
+
+    import fsspec
+
+    for i, src in enumerate(cfg.sources):
+        if src.source != "retrieved":
+            continue
+        if clip is None:
+            raise UsageError("clip", None, "a CLIP model: retrieval queries the caption index with its text encoder")
+        fs, root = fsspec.core.url_to_fs(src.index, **cfg.storage_options)
+        with fs.open(f"{root.rstrip('/')}/index.json", "r") as f:
+            built_with = json.load(f)
+        if built_with.get("clip_slug") != clip.slug:
+            raise UsageError(f"sources[{i}].index", src.index,
+                             f"an index built with the run's CLIP model {clip.ref!r} (this one: {built_with.get('clip')!r})")
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    want = cfg.engine.gpus_per_worker
+    if want and want > gpus:
+        raise UsageError("engine.gpus_per_worker", want, f"at most the cluster's {gpus:g} GPU(s)")
 
 
 def default_cache_dir(cfg: ExperimentConfig) -> str:
@@ -190,6 +228,8 @@ def score_collection(
     text_emb: np.ndarray,
     external: Callable[[], Any] | None = None,
     seed: int = 0,
+    fid_images: Callable[[], tuple[Any, Any]] | None = None,
+    inception_weights: str | None = None,
 ) -> dict[str, float]:
     """Every requested score. CLER needs only class sums; the probe, CLIP score and Fréchet distance read the
     external embeddings through ``external()`` (sidecars, never images)."""
@@ -217,6 +257,11 @@ def score_collection(
             from genbench.metrics.frechet import frechet_distance_features
 
             scores["fd_clip"] = frechet_distance_features(ext.emb.astype(np.float64), test_emb.astype(np.float64))
+    if "fid" in metrics and fid_images is not None and inception_weights:
+        from genbench.metrics.frechet import inception_fid
+
+        external_images, test_images = fid_images()  # streamed: images are never all held at once
+        scores["fid"] = inception_fid(external_images, test_images, inception_weights)
     if "zeroshot" in metrics:
         scores["zeroshot"] = task.score(spec.metric, labels, zeroshot.zeroshot_logits(test_emb, text_emb))
     if "cler" in metrics or "cler_text" in metrics:
@@ -238,11 +283,13 @@ def _build(cfg: ExperimentConfig, planned: list[Planned], make_pool: Callable[[]
         if p.source.source == "retrieved":
             from genbench.engine import retrieve
 
-            if clip is None:
-                raise UsageError("clip", None, "a CLIP model: retrieval queries the caption index with its text encoder")
             retrieval[st.job.uri] = retrieve.prepare_downloads(st, clip, p.source.allow_addresses, progress)
     pool = make_pool()
-    wall = coll.build(states, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
+    try:
+        wall = coll.build(states, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
+    except BaseException:
+        pool.close()
+        raise
     extras = {}
     for p, st in zip(planned, states):
         dev_s = sum(float(r.get("device_seconds", 0.0)) for r in st.records.values())
@@ -281,7 +328,9 @@ def build_collections(
         from genbench.models.clip import load_clip
 
         clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
+    check_retrieval(cfg, clip)
     init_ray(address)
+    check_resources(cfg)
     make_pool = lambda: WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)  # noqa: E731
     _, _, pool = _build(cfg, planned, make_pool, clip, progress)
     pool.close()
@@ -305,8 +354,10 @@ def run_experiment(
     check_data(cfg)
     check_models(cfg)
     clip = load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir)
+    check_retrieval(cfg, clip)
     resources = init_ray(address)
     log.info("ray cluster: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU")})
+    check_resources(cfg)
     make_pool = lambda: WorkerPool(workers or cfg.engine.workers, cfg.engine.gpus_per_worker, cfg.engine.cpus_per_worker)  # noqa: E731
     states, extras, pool = _build(cfg, planned, make_pool, clip, progress)
     try:
@@ -325,7 +376,8 @@ def run_experiment(
             for k in p.source.shots:
                 sums, counts = st.centroid_inputs() if k == p.job.shots else coll.prefix_sums(st, clip.slug, k)
                 external = _external_loader(st, clip.slug, k)
-                scores = score_collection(spec, cfg.metrics, sums, counts, test_emb, labels, text_emb, external, cfg.seed)
+                scores = score_collection(spec, cfg.metrics, sums, counts, test_emb, labels, text_emb, external, cfg.seed,
+                                          _fid_images(cfg, st, k), cfg.inception_weights)
                 records.append(_record(cfg, p, spec, k, int(counts.sum()), len(labels), scores, extras[st.job.uri]))
     finally:
         pool.close()
@@ -339,6 +391,27 @@ def _external_loader(state: Any, clip_slug: str, shots: int) -> Callable[[], Any
     limit = shots * state.job.num_classes
     names = [t.name for t in state.tasks if t.slot_start < limit]
     return lambda: read_external(state.store, names, clip_slug, shots)
+
+
+def _fid_images(cfg: ExperimentConfig, state: Any, shots: int) -> Callable[[], tuple[Any, Any]]:
+    """Iterators over the collection's first ``shots`` shots (read from its tars) and the real test images."""
+
+    def images():
+        import webdataset as wds
+
+        from genbench.shards.schema import decode_image, parse_key
+
+        limit = shots * state.job.num_classes
+        urls = [state.store.url(f"{t.name}.tar") for t in state.tasks if t.slot_start < limit]
+        external = (
+            decode_image(next(s[e] for e in ("jpg", "png", "webp") if e in s))
+            for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+            if parse_key(s["__key__"])[1] < shots
+        )
+        test = load_split(get_dataset(state.job.dataset), "test", cfg.data_root)
+        return external, (test.image(i) for i in range(len(test)))
+
+    return images
 
 
 def _tiny(cfg: ExperimentConfig, p: Planned) -> bool:

@@ -34,7 +34,6 @@ class CollectionJob:
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the bytes of every sample (shots may grow; everything else must match)."""
-        keep = {k: v for k, v in self.options.items() if k not in ("batch_size_hint",)}
         return {
             "dataset": self.dataset,
             "source": self.source,
@@ -42,7 +41,7 @@ class CollectionJob:
             "run_seed": self.run_seed,
             "num_classes": self.num_classes,
             "shard_size": self.shard_size,
-            "options": keep,
+            "options": dict(self.options),
         }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from genbench.catalog import get_dataset
 from genbench.engine.plan import CollectionJob, ShardTask
+from genbench.shards.manifest import invalidate
 from genbench.shards.schema import decode_image
 from genbench.shards.sidecar import class_sums
 from genbench.shards.store import Store
@@ -111,10 +112,10 @@ class ShardProcessor:
             return samples, []
         if job.source == "retrieved":
             from genbench.sources import retrieved
-            from genbench.sources.staging import read_images
+            from genbench.sources.staging import read_images, staging_dir_of
 
             slots = [(c, k, cand) for (c, k, cand) in task.payload]
-            images = read_images(job.options["staging"], [cand["url"] for _, _, cand in slots], job.storage_options)
+            images = read_images(staging_dir_of(job.uri), {cand["url"]: cand["part"] for _, _, cand in slots}, job.storage_options)
             samples = retrieved.produce(
                 job.dataset, spec.classes, slots, images, opts.get("image_size"),
                 opts.get("image_format", "jpg"), int(opts.get("jpeg_quality", 95)),
@@ -138,11 +139,25 @@ class ShardProcessor:
 
         return init_image
 
+    def warm(self, job: CollectionJob) -> None:
+        """Load what ``job`` needs before the clock starts, so device-seconds (and cost) do not depend on which
+        worker made a collection's first shard."""
+        if job.clip:
+            self.clip(job.clip, job.cache_dir)
+        if job.source == "generated":
+            self.generator(job.options, job.cache_dir)
+        if job.source == "original" or job.options.get("strategy") == "tig":
+            self.split(job.dataset, "train", job.data_root)
+
     def run(self, task: ShardTask) -> dict[str, Any]:
         """Make, embed and commit one shard; returns its stats with per-class sums (classes present only)."""
-        t0 = time.perf_counter()
         job = task.job
+        self.warm(job)
+        t0 = time.perf_counter()
         store = Store(job.uri, job.storage_options)
+        # A stale record (e.g. of a partial shard that this run completes) goes first, so no record ever vouches
+        # for a tar that is being replaced.
+        invalidate(store, task.shard_id)
         samples, short = self.make_samples(task)
         embeddings = {}
         extra: dict[str, dict[str, np.ndarray]] = {}

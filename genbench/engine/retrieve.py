@@ -21,8 +21,9 @@ import ray
 
 from genbench.catalog import get_dataset
 from genbench.errors import UsageError
-from genbench.shards.store import Store, join
+from genbench.shards.store import Store
 from genbench.sources import staging
+from genbench.sources.staging import staging_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def prepare_downloads(state: Any, clip: Any, allow: tuple[str, ...], progress: b
     from genbench.retrieval.query import fill_shots, mean_text_similarity
 
     job = state.job
-    staging_dir = job.options["staging"]
+    staging_dir = staging_dir_of(job.uri)
     plan = plan_retrieval(job, clip, job.options["index"])
     table = plan.url_table()
     wanted = list(dict.fromkeys(table.column("url").to_pylist()))
@@ -103,8 +104,8 @@ def prepare_downloads(state: Any, clip: Any, allow: tuple[str, ...], progress: b
     wall = time.perf_counter() - t0
     status = staging.read_status(staging_dir, job.storage_options)
     first = {}
-    for url, ok, kind, cpu in zip(*(status.column(c).to_pylist() for c in ("url", "ok", "kind", "cpu_s"))):
-        first.setdefault(url, (ok, kind, cpu))
+    for url, ok, kind, cpu, part in zip(*(status.column(c).to_pylist() for c in ("url", "ok", "kind", "cpu_s", "part"))):
+        first.setdefault(url, (ok, kind, cpu, part))
     ok_urls = [u for u in wanted if first.get(u, (False,))[0]]
     chosen, short = fill_shots(plan, ok_urls)
     n = job.num_classes
@@ -113,7 +114,8 @@ def prepare_downloads(state: Any, clip: Any, allow: tuple[str, ...], progress: b
         for pos in range(task.slot_start, task.slot_stop):
             cls, shot = pos % n, pos // n
             if shot < len(chosen.get(cls, [])):
-                payload.append((cls, shot, asdict(chosen[cls][shot])))
+                cand = asdict(chosen[cls][shot])
+                payload.append((cls, shot, {**cand, "part": first[cand["url"]][3]}))
         state.pending[i] = replace(task, payload=tuple(payload))
     kinds = Counter(first[u][1] for u in wanted if u in first)
     per_class, mts = mean_text_similarity(plan)

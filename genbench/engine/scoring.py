@@ -12,8 +12,9 @@ from genbench.catalog import get_dataset
 from genbench.engine import experiment as exp
 from genbench.errors import UsageError
 from genbench.shards import manifest as mf
-from genbench.shards.schema import decode_image, parse_key
-from genbench.shards.sidecar import class_sums, read_parquet_bytes, sidecar_rel, to_parquet_bytes
+from genbench.shards.schema import decode_image
+from genbench.shards.reader import sidecar_class_sums
+from genbench.shards.sidecar import sidecar_rel, to_parquet_bytes
 from genbench.shards.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None) -> i
     from genbench.models.clip import load_clip
 
     store = Store(uri)
-    man = mf.read_manifest(store)
+    man = mf.read_manifest(store, "--collection")
     clip = load_clip(clip_ref, cache_dir=cache_dir)
     written = 0
     for shard in man["shards"]:
@@ -41,7 +42,9 @@ def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None) -> i
             continue
         keys, cls, images = [], [], []
         for sample in wds.WebDataset(store.url(shard["tar"]), shardshuffle=False, empty_check=False):
-            ext = next(e for e in ("jpg", "png", "webp") if e in sample)
+            ext = next((e for e in ("jpg", "png", "webp") if e in sample), None)
+            if ext is None:
+                raise UsageError("--collection", uri, f"shards whose samples hold an image (sample {sample['__key__']} has none)")
             keys.append(sample["__key__"])
             cls.append(int(sample["cls"]))
             images.append(decode_image(sample[ext]))
@@ -79,27 +82,6 @@ def embed_split_to_parquet(dataset: str, split: str, clip_ref: str, out: str, da
     return len(emb)
 
 
-def collection_sums(store: Store, man: dict[str, Any], slug: str, num_classes: int, shots: int | None) -> tuple[np.ndarray, np.ndarray]:
-    from genbench.engine.collections import FIXED_SCALE, to_fixed
-
-    total = np.zeros((num_classes, 0), dtype=np.int64)
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for shard in man["shards"]:
-        name = shard["tar"][: -len(".tar")]
-        keys, cls, emb = read_parquet_bytes(store.read_bytes(sidecar_rel(slug, name)))
-        if shots is not None:
-            keep = np.array([parse_key(k)[1] < shots for k in keys], dtype=bool)
-            cls, emb = cls[keep], emb[keep]
-        if len(cls) == 0:
-            continue
-        s, c = class_sums(cls, emb, num_classes)
-        if total.shape[1] == 0:
-            total = np.zeros((num_classes, s.shape[1]), dtype=np.int64)
-        total += to_fixed(s)
-        counts += c
-    return total.astype(np.float64) / FIXED_SCALE, counts
-
-
 def score_collection_dir(
     uri: str,
     dataset: str,
@@ -126,7 +108,8 @@ def score_collection_dir(
     clip = load_clip(clip_ref, device="cpu", cache_dir=cache_dir)
     if any(not store.exists(sidecar_rel(clip.slug, s["tar"][:-4])) for s in man["shards"]):
         embed_collection(uri, clip_ref, cache_dir)
-    sums, counts = collection_sums(store, man, clip.slug, spec.num_classes, shots)
+    shards = [(s["tar"][: -len(".tar")], int(s["slot_stop"])) for s in man["shards"]]
+    sums, counts = sidecar_class_sums(store, shards, clip.slug, spec.num_classes, shots)
     test_emb, labels = exp.split_embeddings(
         dataset, "test", clip, clip_ref, data_root, _cache(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir)
     )

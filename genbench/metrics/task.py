@@ -86,4 +86,7 @@ def score(metric: str, labels: np.ndarray, logits: np.ndarray) -> float:
     """Score ``logits`` against ``labels`` with the named metric, in percent."""
     if metric not in _FUNCS:
         raise UsageError("metric", metric, METRICS)
-    return _FUNCS[metric](np.asarray(labels), np.asarray(logits, dtype=np.float64))
+    logits = np.asarray(logits)
+    if metric in ("map_11point", "roc_auc"):  # rankings and softmax: float64; argmax metrics need no copy
+        logits = logits.astype(np.float64)
+    return _FUNCS[metric](np.asarray(labels), logits)

@@ -61,10 +61,9 @@ def load_records(store: Store) -> dict[str, dict[str, Any]]:
             continue
         try:
             rec = json.loads(store.read_bytes(f"stats/{name}"))
-        except (ValueError, OSError) as exc:  # a damaged record means "not done": the shard is redone
+            out[rec["shard"]] = rec
+        except (ValueError, OSError, KeyError, TypeError) as exc:  # a damaged record means "not done": redo the shard
             log.warning("ignoring unreadable stats record %s: %s", name, exc)
-            continue
-        out[rec["shard"]] = rec
     return out
 
 
@@ -121,7 +120,7 @@ def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, A
     return manifest
 
 
-def read_manifest(store: Store) -> dict[str, Any]:
+def read_manifest(store: Store, field: str = "train") -> dict[str, Any]:
     if not store.exists(MANIFEST):
-        raise UsageError("train", store.uri, "a collection directory containing manifest.json")
+        raise UsageError(field, store.uri, "a collection directory containing manifest.json")
     return json.loads(store.read_bytes(MANIFEST))

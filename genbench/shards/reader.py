@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from genbench.shards.schema import parse_key
-from genbench.shards.sidecar import sidecar_rel, table_to_arrays
+from genbench.shards.sidecar import FIXED_SCALE, class_sums, read_class_embeddings, sidecar_rel, table_to_arrays, to_fixed
 from genbench.shards.store import Store
 
 
@@ -46,3 +46,31 @@ def read_external(store: Store, shard_names: list[str], clip_slug: str, shots: i
         np.concatenate(emb_parts),
         np.concatenate(sim_parts) if has_sim and sim_parts else None,
     )
+
+
+def sidecar_class_sums(
+    store: Store, shards: list[tuple[str, int]], clip_slug: str, num_classes: int, shots: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums (float64, from an order-independent fixed-point reduction) and counts over sidecars.
+
+    ``shards`` is [(name, slot_stop)] in order; with ``shots``, shards wholly past the prefix are skipped and only the
+    one that straddles it is filtered by key.
+    """
+    total: np.ndarray | None = None
+    counts = np.zeros(num_classes, dtype=np.int64)
+    limit = None if shots is None else shots * num_classes
+    for name, slot_stop in shards:
+        straddles = limit is not None and slot_stop > limit
+        cls, emb = read_class_embeddings(store.read_bytes(sidecar_rel(clip_slug, name)), shots if straddles else None)
+        if len(cls) == 0:
+            if straddles:
+                break
+            continue
+        s, c = class_sums(cls, emb, num_classes)
+        total = to_fixed(s) if total is None else total + to_fixed(s)
+        counts += c
+        if straddles:
+            break  # shards are in shot-major order: nothing after the straddling shard is in the prefix
+    if total is None:
+        return np.zeros((num_classes, 1)), counts
+    return total.astype(np.float64) / FIXED_SCALE, counts

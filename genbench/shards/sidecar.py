@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -46,10 +45,28 @@ def read_parquet_bytes(data: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
     return table_to_arrays(pq.read_table(io.BytesIO(data)))
 
 
-def read_column(data: bytes, name: str) -> np.ndarray | None:
-    """An extra float column of a sidecar, or None when this sidecar has no such column."""
-    table = pq.read_table(io.BytesIO(data))
-    return table.column(name).to_numpy() if name in table.column_names else None
+# Class sums are reduced in int64 fixed point (2^-32 resolution): the total then does not depend on the order in which
+# shards arrive, so a first run, a resumed run and a rerun that skips everything give bit-identical centroids.
+FIXED_SCALE = float(2**32)
+
+
+def to_fixed(sums: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(sums, dtype=np.float64) * FIXED_SCALE).astype(np.int64)
+
+
+def read_class_embeddings(data: bytes, max_shot: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cls, embedding) of a sidecar, only shots < ``max_shot`` when given; keys are read only to apply that filter."""
+    columns = ["cls", "embedding"] + (["key"] if max_shot is not None else [])
+    table = pq.read_table(io.BytesIO(data), columns=columns)
+    col = table.column("embedding").combine_chunks()
+    emb = col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+    cls = table.column("cls").to_numpy().astype(np.int64)
+    if max_shot is not None:
+        from genbench.shards.schema import parse_key
+
+        keep = np.array([parse_key(k)[1] < max_shot for k in table.column("key").to_pylist()], dtype=bool)
+        cls, emb = cls[keep], emb[keep]
+    return cls, emb
 
 
 def class_sums(cls: np.ndarray, emb: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,15 +79,3 @@ def class_sums(cls: np.ndarray, emb: np.ndarray, num_classes: int) -> tuple[np.n
     sums = np.asarray(onehot @ emb.astype(np.float64))
     counts = np.bincount(cls, minlength=num_classes).astype(np.int64)
     return sums, counts
-
-
-def concat(parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    keys: list[str] = []
-    cls_parts, emb_parts = [], []
-    for k, c, e in parts:
-        keys.extend(k)
-        cls_parts.append(c)
-        emb_parts.append(e)
-    if not emb_parts:
-        return [], np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return keys, np.concatenate(cls_parts), np.concatenate(emb_parts)

@@ -18,7 +18,8 @@ def class_order(split: SplitData, dataset: str, cls: int, run_seed: int, _cache:
     key = (id(split), dataset, cls, run_seed)
     if _cache is not None and key in _cache:
         return _cache[key]
-    members = split.class_indices()[cls] if cls < len(split.class_indices()) else np.zeros(0, dtype=np.int64)
+    per_class = split.class_indices()
+    members = per_class[cls] if cls < len(per_class) else np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(sample_seed(run_seed, dataset, cls, 0, purpose="kshot-order"))
     order = members[rng.permutation(len(members))]
     if _cache is not None:

@@ -7,7 +7,7 @@ URLs to the same slots. Parts are written whole (a part is either there or not),
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -15,6 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 COLUMNS = ("url", "ok", "kind", "attempts", "cpu_s", "data")
+
+
+def staging_dir_of(uri: str) -> str:
+    """A retrieved collection's download cache: derived from the collection, so moving it keeps its identity."""
+    from genbench.shards.store import join
+
+    return join(uri, "staging")
 
 
 def _parts(staging: str, storage_options: dict | None) -> tuple[Any, list[str]]:
@@ -27,24 +34,29 @@ def _parts(staging: str, storage_options: dict | None) -> tuple[Any, list[str]]:
 
 
 def read_status(staging: str, storage_options: dict | None = None) -> pa.Table:
-    """(url, ok, kind, attempts, cpu_s) of every URL fetched so far (first record wins)."""
+    """(url, ok, kind, attempts, cpu_s, part) of every URL fetched so far; ``part`` names the file holding its bytes."""
     fs, names = _parts(staging, storage_options)
     tables = []
     for name in names:
         with fs.open(name, "rb") as f:
-            tables.append(pq.read_table(f, columns=["url", "ok", "kind", "attempts", "cpu_s"]))
+            table = pq.read_table(f, columns=["url", "ok", "kind", "attempts", "cpu_s"])
+        tables.append(table.append_column("part", pa.array([name.rsplit("/", 1)[-1]] * len(table), pa.string())))
     if not tables:
         return pa.table({"url": pa.array([], pa.string()), "ok": pa.array([], pa.bool_()), "kind": pa.array([], pa.string()),
-                         "attempts": pa.array([], pa.int32()), "cpu_s": pa.array([], pa.float64())})
+                         "attempts": pa.array([], pa.int32()), "cpu_s": pa.array([], pa.float64()),
+                         "part": pa.array([], pa.string())})
     return pa.concat_tables(tables, promote_options="default")
 
 
-def read_images(staging: str, urls: Iterable[str], storage_options: dict | None = None) -> dict[str, bytes]:
-    """The downloaded bytes of ``urls`` (each must have been fetched successfully)."""
-    wanted = pa.array(sorted(set(urls)), pa.string())
+def read_images(staging: str, parts_by_url: dict[str, str], storage_options: dict | None = None) -> dict[str, bytes]:
+    """The downloaded bytes of each URL, reading only the staging parts that hold them (url -> part name)."""
+    wanted = pa.array(sorted(parts_by_url), pa.string())
     fs, names = _parts(staging, storage_options)
+    needed = set(parts_by_url.values())
     found: dict[str, bytes] = {}
     for name in names:
+        if name.rsplit("/", 1)[-1] not in needed:
+            continue
         with fs.open(name, "rb") as f:
             table = pq.read_table(f, columns=["url", "ok", "data"])
         table = table.filter(pc.and_(pc.is_in(table.column("url"), value_set=wanted), table.column("ok")))

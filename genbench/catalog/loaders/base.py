@@ -42,9 +42,17 @@ class SplitData(ABC):
         return h.hexdigest()[:16]
 
     def class_indices(self) -> list[np.ndarray]:
-        """Per class, the sample indices whose label includes that class, in ascending order."""
+        """Per class, the sample indices whose label includes that class, in ascending order (computed once)."""
+        cached = getattr(self, "_class_indices_cache", None)
+        if cached is not None:
+            return cached
         lab = self.labels
         if lab.ndim == 1:
             n_cls = int(lab.max()) + 1 if len(lab) else 0
-            return [np.flatnonzero(lab == c) for c in range(n_cls)]
-        return [np.flatnonzero(lab[:, c]) for c in range(lab.shape[1])]
+            order = np.argsort(lab, kind="stable")  # one sort instead of a scan per class
+            bounds = np.searchsorted(lab[order], np.arange(n_cls + 1))
+            out = [order[bounds[c] : bounds[c + 1]] for c in range(n_cls)]
+        else:
+            out = [np.flatnonzero(lab[:, c]) for c in range(lab.shape[1])]
+        self._class_indices_cache = out
+        return out
