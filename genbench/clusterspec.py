@@ -71,7 +71,7 @@ def _load_schema_cached(kind: str, directory: str) -> dict:
         raise UsageError(
             "crd_dir", directory, f"a directory holding {', '.join(CRD_FILES.values())} (or set ${CRD_ENV})"
         )
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~1 MB; libyaml is 10x faster
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~1 MB: use libyaml when present
     with path.open("r", encoding="utf-8") as f:
         crd = yaml.load(f, Loader=loader)
     for version in crd.get("spec", {}).get("versions", []):

@@ -178,23 +178,25 @@ def check_resources(cfg: ExperimentConfig) -> None:
         raise UsageError("engine.gpus_per_worker", want, f"at most the cluster's {gpus:g} GPU(s)")
 
 
-def default_cache_dir(cfg: ExperimentConfig) -> str:
-    from genbench.models import default_cache_dir as models_cache
+def resolve_cache_dir(cache_dir: str | None) -> str:
+    """The configured cache directory, absolute, else the models' default ($GENBENCH_CACHE or ~/.cache/genbench)."""
+    from genbench.models.cache import default_cache_dir as models_cache
 
-    return os.path.abspath(cfg.cache_dir) if cfg.cache_dir else models_cache()
+    return os.path.abspath(cache_dir) if cache_dir else models_cache()
 
 
-def split_embedder(cfg_clip: str, data_root: str | None, cache_dir: str | None, pool: Any = None, chunk: int = 512):
-    """A function (dataset, split) -> embeddings computed in fixed chunks, on the workers if ``pool`` else in-process."""
+def split_embedder(cfg_clip: str, data_root: str | None, cache_dir: str | None, pool: Any = None, chunk: int = 512,
+                   clip: Any = None):
+    """A function (dataset, split) -> embeddings computed in fixed chunks: on the workers if ``pool``, else in-process
+    with the already loaded encoder ``clip``. Chunks are the same either way, so are the batches the model sees."""
 
     def compute(dataset: str, split_name: str, n: int) -> np.ndarray:
         starts = list(range(0, n, chunk))
         args = [(dataset, split_name, s, min(s + chunk, n), cfg_clip, data_root, cache_dir) for s in starts]
         if pool is None:
-            from genbench.engine.processor import ShardProcessor
-
-            proc = ShardProcessor(device=None)
-            return np.concatenate([proc.embed_split(*a) for a in args]) if args else np.zeros((0, 0), np.float32)
+            split = load_split(get_dataset(dataset), split_name, data_root)
+            parts = [clip.encode_images([split.image(i) for i in range(s, e)]) for _, _, s, e, *_ in args]
+            return np.concatenate(parts) if parts else np.zeros((0, clip.dim), np.float32)
         parts: dict[int, np.ndarray] = {}
         items = [(f"{dataset}/{split_name}/{a[2]}", a) for a in args]
         outcome = pool.map("embed_split", items, lambda lbl, v: parts.__setitem__(int(lbl.rsplit("/", 1)[1]), v))
@@ -368,7 +370,7 @@ def run_experiment(
             spec = get_dataset(ds)
             if ds not in per_dataset:
                 test_emb, labels = split_embeddings(
-                    ds, "test", clip, cfg.clip, cfg.data_root, default_cache_dir(cfg),
+                    ds, "test", clip, cfg.clip, cfg.data_root, resolve_cache_dir(cfg.cache_dir),
                     split_embedder(cfg.clip, cfg.data_root, cfg.cache_dir, pool),
                 )
                 per_dataset[ds] = (test_emb, labels, class_text_embeddings(clip, spec.classes, spec.templates))

@@ -63,16 +63,10 @@ class ShardTask:
         return f"{self.job.dataset}/{self.job.source}/{self.job.variant}/{self.name}"
 
     def members(self) -> list[tuple[int, int]]:
-        c = self.job.num_classes
-        return [(p % c, p // c) for p in range(self.slot_start, self.slot_stop)]
+        return self.job.layout.slots(self.slot_start, self.slot_stop)
 
 
 def plan_collection(job: CollectionJob) -> list[ShardTask]:
     """Every shard of ``job`` at its shot count, in order."""
     layout = job.layout
-    tasks = []
-    total = job.shots * job.num_classes
-    for sid in range(layout.num_shards(job.shots)):
-        start = sid * job.shard_size
-        tasks.append(ShardTask(job, sid, start, min(start + job.shard_size, total)))
-    return tasks
+    return [ShardTask(job, sid, *layout.slot_range(sid, job.shots)) for sid in range(layout.num_shards(job.shots))]

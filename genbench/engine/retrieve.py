@@ -53,10 +53,11 @@ class _FetchBatch:
 
 
 def download(urls: list[str], staging_dir: str, policy: dict[str, Any], storage_options: dict[str, Any],
-             batch_size: int = 64, concurrency: int = 2, threads: int = 16, progress: bool = True) -> pa.Table:
-    """Fetch ``urls`` through a Ray Data pipeline into ``staging_dir``; returns their (url, ok, kind, ...) rows."""
+             batch_size: int = 64, concurrency: int = 2, threads: int = 16, progress: bool = True) -> int:
+    """Fetch ``urls`` through a Ray Data pipeline into ``staging_dir`` (their status is read back from there);
+    returns how many were fetched."""
     if not urls:
-        return staging.read_status(staging_dir, storage_options).slice(0, 0)
+        return 0
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     blocks = max(1, -(-len(urls) // batch_size))
@@ -70,7 +71,7 @@ def download(urls: list[str], staging_dir: str, policy: dict[str, Any], storage_
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=concurrency),
         num_cpus=0.5,  # mostly waiting on the network: two fetchers per core
     )
-    return pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
+    return sum(b.num_rows for b in ds.iter_batches(batch_format="pyarrow", batch_size=None))
 
 
 def plan_retrieval(job: Any, clip: Any, index_dir: str) -> Any:

@@ -20,13 +20,7 @@ from genbench.shards.store import Store
 log = logging.getLogger(__name__)
 
 
-def _cache(cache_dir: str | None) -> str:
-    from genbench.models import default_cache_dir
-
-    return os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
-
-
-def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None) -> int:
+def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None, clip: Any = None) -> int:
     """Write the sidecars ``emb/<slug>/`` that a collection lacks for ``clip_ref``; returns how many were written."""
     import webdataset as wds
 
@@ -34,7 +28,7 @@ def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None) -> i
 
     store = Store(uri)
     man = mf.read_manifest(store, "--collection")
-    clip = load_clip(clip_ref, cache_dir=cache_dir)
+    clip = clip or load_clip(clip_ref, cache_dir=cache_dir)
     written = 0
     for shard in man["shards"]:
         name = shard["tar"][: -len(".tar")]
@@ -65,7 +59,7 @@ def embed_split_to_parquet(dataset: str, split: str, clip_ref: str, out: str, da
         raise UsageError("--out", out, "a file path ending in .parquet (this is a directory)")
     clip = load_clip(clip_ref, device="cpu", cache_dir=cache_dir)
     emb, labels = exp.split_embeddings(
-        dataset, split, clip, clip_ref, data_root, _cache(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir)
+        dataset, split, clip, clip_ref, data_root, exp.resolve_cache_dir(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir, clip=clip)
     )
     cls_col = pa.array(labels.tolist()) if labels.ndim == 2 else pa.array(labels.astype(np.int32), type=pa.int32())
     table = pa.table(
@@ -107,11 +101,11 @@ def score_collection_dir(
         raise UsageError("--dataset", dataset, f"the collection's own dataset {man['spec'].get('dataset')!r}")
     clip = load_clip(clip_ref, device="cpu", cache_dir=cache_dir)
     if any(not store.exists(sidecar_rel(clip.slug, s["tar"][:-4])) for s in man["shards"]):
-        embed_collection(uri, clip_ref, cache_dir)
+        embed_collection(uri, clip_ref, cache_dir, clip=clip)
     shards = [(s["tar"][: -len(".tar")], int(s["slot_stop"])) for s in man["shards"]]
     sums, counts = sidecar_class_sums(store, shards, clip.slug, spec.num_classes, shots)
     test_emb, labels = exp.split_embeddings(
-        dataset, "test", clip, clip_ref, data_root, _cache(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir)
+        dataset, "test", clip, clip_ref, data_root, exp.resolve_cache_dir(cache_dir), exp.split_embedder(clip_ref, data_root, cache_dir, clip=clip)
     )
     text_emb = class_text_embeddings(clip, spec.classes, spec.templates)
     from genbench.shards.reader import read_external

@@ -39,8 +39,15 @@ class Layout:
         total = int(shots) * self.num_classes
         return -(-total // self.shard_size)
 
+    def slot_range(self, shard_id: int, shots: int) -> tuple[int, int]:
+        """Positions [start, stop) of shard ``shard_id`` in a run of ``shots`` shots."""
+        start = shard_id * self.shard_size
+        return start, min(start + self.shard_size, int(shots) * self.num_classes)
+
+    def slots(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The (class, shot) slots at positions [start, stop), in write order."""
+        return [(p % self.num_classes, p // self.num_classes) for p in range(start, stop)]
+
     def members(self, shard_id: int, shots: int) -> list[tuple[int, int]]:
         """The (class, shot) slots of shard ``shard_id`` in a run of ``shots`` shots, in write order."""
-        start = shard_id * self.shard_size
-        stop = min(start + self.shard_size, int(shots) * self.num_classes)
-        return [(p % self.num_classes, p // self.num_classes) for p in range(start, stop)]
+        return self.slots(*self.slot_range(shard_id, shots))

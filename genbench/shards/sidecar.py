@@ -27,7 +27,7 @@ def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray, extra: d
         columns[name] = pa.array(np.asarray(values, dtype=np.float32), type=pa.float32())
     table = pa.table(columns)
     buf = io.BytesIO()
-    # Embeddings barely compress (zstd saves ~8%) but zstd doubles read time; snappy is near-free to decode.
+    # Float embeddings barely compress, so a codec that is cheap to decode wins (see BENCHMARKS.md, scoring).
     pq.write_table(table, buf, compression="snappy")
     return buf.getvalue()
 
@@ -74,7 +74,7 @@ def class_sums(cls: np.ndarray, emb: np.ndarray, num_classes: int) -> tuple[np.n
     import scipy.sparse as sp
 
     cls = np.asarray(cls, dtype=np.int64)
-    # A sparse one-hot (C, N) times (N, D): O(N*D), ten times faster than np.add.at and deterministic for a given input.
+    # A sparse one-hot (C, N) times (N, D): O(N*D) without np.add.at's per-element loop; deterministic for a given input.
     onehot = sp.csr_matrix((np.ones(len(cls)), (cls, np.arange(len(cls)))), shape=(num_classes, len(cls)))
     sums = np.asarray(onehot @ emb.astype(np.float64))
     counts = np.bincount(cls, minlength=num_classes).astype(np.int64)
