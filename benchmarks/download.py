@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for tests.http_server
 
-from genbench.sources.fetch import FetchPolicy, failure_counts, fetch_many  # noqa: E402
+from genbench.retrieval.fetch import FetchPolicy, failure_counts, fetch_many  # noqa: E402
 
 log = logging.getLogger("benchmarks.download")
 

@@ -80,7 +80,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from genbench.models import load_generator
+    from genbench.models.generator import load_generator
 
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda and not args.smoke:

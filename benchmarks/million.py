@@ -76,10 +76,10 @@ def config(samples: int, shard_size: int, workers: int):
 def resume_check(cfg, root: str, verify: str) -> tuple[float, int]:
     """Seconds for the driver to plan the collection and confirm every shard done; returns (seconds, pending)."""
     from genbench.engine import collections as coll
-    from genbench.engine.experiment import plan_jobs
+    from genbench.engine.preflight import plan_jobs
 
     t0 = time.perf_counter()
-    states = [coll.prepare(p.job, None, verify) for p in plan_jobs(cfg, root)]
+    states = [coll.prepare(p, None, verify) for p in plan_jobs(cfg, root)]
     return time.perf_counter() - t0, sum(len(s.pending) for s in states)
 
 

@@ -41,18 +41,10 @@ def make_cfg(generator: str, clip: str | None, samples: int, shard_size: int, se
     return cfg if clip else dataclasses.replace(cfg, clip=None)
 
 
-def clip_slug(cfg) -> str | None:
-    if not cfg.clip:
-        return None
-    from genbench.models.clip import load_clip
-
-    return load_clip(cfg.clip, device="cpu", cache_dir=cfg.cache_dir).slug
-
-
 def pure_work(cfg, root: str) -> float:
     """Seconds for this process to run every shard of ``cfg`` through ShardProcessor.run, models warmed first."""
-    from genbench.engine.experiment import plan_jobs
     from genbench.engine.plan import plan_collection
+    from genbench.engine.preflight import plan_jobs
     from genbench.engine.processor import ShardProcessor
 
     proc = ShardProcessor(threads=1)  # one core, as one worker actor gets
@@ -69,10 +61,9 @@ def engine_work(cfg, root: str, workers: int) -> tuple[float, float]:
     """(startup_s, engine_s): a fresh pool warmed with one shard per actor, then the collection through coll.build."""
     from genbench.engine import collections as coll
     from genbench.engine.dispatch import WorkerPool
-    from genbench.engine.experiment import plan_jobs
     from genbench.engine.plan import plan_collection
+    from genbench.engine.preflight import plan_jobs
 
-    slug = clip_slug(cfg)
     t0 = time.perf_counter()
     pool = WorkerPool(workers, None, 1.0)
     try:
@@ -82,7 +73,7 @@ def engine_work(cfg, root: str, workers: int) -> tuple[float, float]:
         out = pool.map("run", [(t.label, (t,)) for t in warm[:workers]], lambda *_: None, max_in_flight=1)
         assert not out.failed, out.failed
         startup = time.perf_counter() - t0
-        states = [coll.prepare(p.job, slug, "size") for p in plan_jobs(cfg, os.path.join(root, f"engine{workers}"))]
+        states = [coll.prepare(p, cfg.clip_slug, "size") for p in plan_jobs(cfg, os.path.join(root, f"engine{workers}"))]
         wall = coll.build(states, pool, max_in_flight=2, max_retries=2, progress=False)
         assert not any(s.failed for s in states)
     finally:

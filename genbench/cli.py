@@ -41,6 +41,30 @@ def _nonneg(_name: str):
     return _int_at_least(0)
 
 
+def _storage_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: KEY=VALUE (an fsspec option, e.g. endpoint_url=http://...)")
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed if isinstance(parsed, (str, int, float, bool)) else value
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=[], type=_storage_option, metavar="KEY=VALUE",
+                   help="fsspec option for s3:// and other remote paths (repeatable; credentials come from the environment)")
+
+
+def _storage(args: argparse.Namespace) -> dict:
+    from genbench.config import parse_storage_options
+
+    return parse_storage_options(dict(args.storage_option), "--storage-option")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genbench", description="Benchmark generated, retrieved and original data for visual recognition.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -63,20 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     common_build.add_argument("--shard-size", type=_positive("--shard-size"), default=1000)
     common_build.add_argument("--data-root")
     common_build.add_argument("--address")
+    _add_storage(common_build)
 
+    # Source options default to None here: a value the user did not give is left to the source's own default.
     g = sub.add_parser("generate", parents=[common_build], help="generate a collection with a text-to-image model")
     g.add_argument("--generator", required=True, help="'tiny', 'null', a hub id or a local diffusers directory")
     g.add_argument("--strategy", default="st", help="prompt strategy (st, dt, ce, rd, np, np+rd, tig)")
-    g.add_argument("--steps", type=_positive("--steps"), default=25)
-    g.add_argument("--guidance-scale", type=float, default=7.5)
-    g.add_argument("--batch-size", type=_positive("--batch-size"), default=8)
-    g.add_argument("--resolution", type=_positive("--resolution"))
-    g.add_argument("--image-size", type=_positive("--image-size"))
-    g.add_argument("--image-format", default="jpg")
-    g.add_argument("--dtype")
+    g.add_argument("--steps", type=_positive("--steps"), help="denoising steps (default 25)")
+    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
+    g.add_argument("--batch-size", type=_positive("--batch-size"), help="images per generator call (default 8)")
+    g.add_argument("--resolution", type=_positive("--resolution"), help="generation size in pixels (default: the model's)")
+    g.add_argument("--image-size", type=_positive("--image-size"), help="stored size in pixels (default: as generated)")
+    g.add_argument("--image-format", help="jpg (default), png or webp")
+    g.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
 
     o = sub.add_parser("original", parents=[common_build], help="write a k-shot collection of the dataset's own train split")
-    o.add_argument("--image-format", default="png")
+    o.add_argument("--image-format", help="png (default), jpg or webp")
 
     e = sub.add_parser("embed", help="embed a real split (or a collection's shards) with a CLIP model")
     e.add_argument("--dataset")
@@ -86,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--collection", help="a collection directory: write its missing sidecars emb/<clip-slug>/")
     e.add_argument("--data-root")
     e.add_argument("--cache-dir")
+    _add_storage(e)
 
     s = sub.add_parser("score", help="score one collection against the real test split")
     s.add_argument("--train", required=True, help="collection directory")
@@ -93,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clip", required=True)
     s.add_argument("--json", required=True, help="file to write the record to")
     s.add_argument("--shots", type=_positive("--shots"), help="score the first K shots only (a prefix)")
-    s.add_argument("--metrics", nargs="+", default=None)
+    s.add_argument("--metrics", nargs="+", default=None, help="zeroshot, cler, cler_text, linear_probe, clip_score, "
+                   "fd_clip, fid (default: zeroshot cler cler_text)")
+    s.add_argument("--inception-weights", help="local .safetensors file of Inception-v3 weights (needed by fid)")
     s.add_argument("--data-root")
     s.add_argument("--cache-dir")
+    _add_storage(s)
 
     ix = sub.add_parser("index", help="caption index for retrieval")
     ixsub = ix.add_subparsers(dest="index_command", required=True, parser_class=_Parser)
@@ -108,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--embedding-column", help="use LAION-style precomputed text embeddings from this column")
     ib.add_argument("--workers", type=_positive("--workers"), default=2, help="Ray actors embedding captions")
     ib.add_argument("--address")
+    _add_storage(ib)
 
     rt = sub.add_parser("retrieve", help="fill a retrieved collection from a caption index")
     rt.add_argument("--dataset", required=True)
@@ -117,13 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--out", required=True, help="root of the collections: OUT/<dataset>/retrieved/<variant>/")
     rt.add_argument("--allow-address", action="append", default=[], metavar="CIDR",
                     help="the only way to reach private or loopback addresses (repeatable)")
-    rt.add_argument("--oversample", type=float, default=3.0, help="candidates per shot (dead links are replaced)")
+    rt.add_argument("--oversample", type=float, help="candidates per shot (dead links are replaced; default 3)")
     rt.add_argument("--image-size", type=_positive("--image-size"))
     rt.add_argument("--seed", type=_nonneg("--seed"), default=0)
     rt.add_argument("--shard-size", type=_positive("--shard-size"), default=1000)
     rt.add_argument("--workers", type=_positive("--workers"))
     rt.add_argument("--data-root")
     rt.add_argument("--address")
+    _add_storage(rt)
 
     rp = sub.add_parser("report", help="results.json of one or more runs -> report.md, report.html and PNG figures")
     rp.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
@@ -150,7 +182,7 @@ def _configure_logging(verbose: bool) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from genbench.config import load_config
     from genbench.engine.experiment import run_experiment
-    from genbench.report.markdown import format_table
+    from genbench.report.terminal import format_table
 
     cfg = load_config(args.config)
     out = args.out or cfg.out or os.path.join("out", cfg.name)
@@ -173,33 +205,25 @@ def _build_cfg(args: argparse.Namespace, source: dict[str, Any]):
     }
     if args.data_root:
         data["data_root"] = args.data_root
+    if args.storage_option:
+        data["storage_options"] = _storage(args)
     return parse_config(data, where="arguments")
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from genbench.engine.experiment import build_collections
 
+    given = lambda *keys: {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}  # noqa: E731
     if args.command == "generate":
-        src: dict[str, Any] = {
-            "source": "generated", "generator": args.generator, "strategies": [args.strategy], "shots": args.shots,
-            "steps": args.steps, "guidance_scale": args.guidance_scale, "batch_size": args.batch_size,
-            "image_format": args.image_format,
-        }
-        for key in ("resolution", "image_size", "dtype"):
-            if getattr(args, key) is not None:
-                src[key] = getattr(args, key)
+        src: dict[str, Any] = {"source": "generated", "generator": args.generator, "strategies": [args.strategy],
+                               "shots": args.shots, **given("steps", "guidance_scale", "batch_size", "resolution",
+                                                            "image_size", "image_format", "dtype")}
     elif args.command == "retrieve":
-        src = {"source": "retrieved", "index": args.index, "shots": args.shots, "oversample": args.oversample,
-               "allow_addresses": list(args.allow_address)}
-        if args.image_size:
-            src["image_size"] = args.image_size
+        src = {"source": "retrieved", "index": args.index, "shots": args.shots, "allow_addresses": list(args.allow_address),
+               **given("oversample", "image_size")}
     else:
-        src = {"source": "original", "shots": args.shots, "image_format": args.image_format}
+        src = {"source": "original", "shots": args.shots, **given("image_format")}
     cfg = _build_cfg(args, src)
-    if args.clip == "none":
-        from dataclasses import replace
-
-        cfg = replace(cfg, clip=None)
     jobs = build_collections(cfg, args.out, address=args.address, workers=args.workers, progress=not args.no_progress)
     for job in jobs:
         print(job.uri)
@@ -210,7 +234,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from genbench.engine import scoring
 
     if args.collection:
-        n = scoring.embed_collection(args.collection, args.clip, cache_dir=args.cache_dir)
+        n = scoring.embed_collection(args.collection, args.clip, cache_dir=args.cache_dir, storage_options=_storage(args))
         print(f"embedded {n} shard(s) of {args.collection}")
         return 0
     if not args.dataset or not args.out:
@@ -224,8 +248,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from genbench.engine import scoring
 
     record = scoring.score_collection_dir(
-        args.train, args.dataset, args.clip, shots=args.shots, metrics=args.metrics,
-        data_root=args.data_root, cache_dir=args.cache_dir,
+        args.train, args.dataset, args.clip, shots=args.shots, metrics=args.metrics, data_root=args.data_root,
+        cache_dir=args.cache_dir, storage_options=_storage(args), inception_weights=args.inception_weights,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
@@ -235,11 +259,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from genbench.engine.retrieve import build_caption_index
+    from genbench.engine.index_build import build_caption_index
 
     info = build_caption_index(
         args.captions, args.clip, args.out, factory=args.factory, memory_budget=args.memory_budget,
         embedding_column=args.embedding_column, workers=args.workers, address=args.address,
+        storage_options=_storage(args),
     )
     print(json.dumps(info))
     return 0

@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+def resolve_cache_dir(cache_dir: str | None) -> str:
+    """The configured cache directory, absolute, else the models' default ($GENBENCH_CACHE or ~/.cache/genbench)."""
+    from genbench.models.cache import default_cache_dir
+
+    return os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
+
+
 def cache_key(dataset: str, split: str, fingerprint: str, clip_ref: str, preprocess_id: str, normalisation: str = "l2") -> dict[str, Any]:
     return {
         "dataset": dataset,

@@ -13,6 +13,15 @@ class GenbenchError(Exception):
     """Base class of genbench's own errors."""
 
 
+MAX_SHOWN = 200  # characters of a bad value echoed back: an error line must stay one short line
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to :data:`MAX_SHOWN` characters, on one line."""
+    text = repr(value).replace("\n", "\\n")
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
+
+
 class UsageError(GenbenchError, ValueError):
     """Bad input (config, argument, missing dataset). The CLI prints it on one line and exits with code 2."""
 
@@ -20,7 +29,7 @@ class UsageError(GenbenchError, ValueError):
         if not isinstance(allowed, str):
             allowed = "one of " + ", ".join(str(a) for a in allowed)
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"{field}: got {shown(value)}; allowed: {allowed}")
 
 
 class DatasetNotFound(UsageError):

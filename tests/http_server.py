@@ -27,7 +27,8 @@ class Route:
     """One canned response. ``delay_s`` waits before the status line (tests read timeouts); ``trickle_s`` sends the body
     one small piece at a time with that pause between pieces (tests the per-request deadline); ``send_length=False``
     omits Content-Length and closes the connection to end the body (tests the streamed byte cap); ``location``
-    makes a redirect. ``hits`` counts requests served on this route (tests retries)."""
+    makes a redirect. ``fail_first`` answers 503 to that many requests before the real response (a host that is
+    down for a while). ``hits`` counts requests served on this route (tests retries)."""
 
     status: int = 200
     body: bytes = b""
@@ -38,12 +39,14 @@ class Route:
     trickle_piece: int = 16
     send_length: bool = True
     headers: dict[str, str] = field(default_factory=dict)
+    fail_first: int = 0
     hits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self) -> None:
+    def count(self) -> int:
         with self._lock:
             self.hits += 1
+            return self.hits
 
 
 def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
@@ -57,8 +60,8 @@ def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
             route = routes.get(self.path.split("?", 1)[0])
             if route is None:
                 route = Route(status=404, body=b"not found", content_type="text/plain")
-            else:
-                route.count()
+            elif route.count() <= route.fail_first:
+                route = Route(status=503, body=b"try later", content_type="text/plain")
             if route.delay_s:
                 time.sleep(route.delay_s)
             try:

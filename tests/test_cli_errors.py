@@ -58,24 +58,42 @@ def _with_source(**changes):
         (_with(sources=[{"source": "generated", "generator": "tiny", "strategies": ["xx"], "shots": 1}]),
          ("sources[0].strategies[0]", "xx", "st")),
         (_with(colour="blue"), ("colour", "blue", "known keys")),
-        (_with_source(steps_typo=3), ("sources[0].steps_typo", "known keys")),
+        (_with_source(steps_typo=3), ("sources[0].steps_typo", "keys of an original source")),
         (_with(clip="NoSuchArch:openai"), ("clip", "NoSuchArch:openai")),
         (_with(metrics=["cler", "fid"]), ("metrics", "fid", "inception_weights")),
         (_with(inception_weights="/nope/inception.safetensors"), ("inception_weights", "/nope/inception.safetensors")),
         (_with_source(source="generated", generator="tiny", tig_strength=0), ("sources[0].tig_strength", "(0, 1]")),
         (_with_source(source="retrieved", index="/x", allow_addresses="localhost"), ("allow_addresses[0]", "CIDR")),
-        (_with(engine={"cpus_per_worker": 0}), ("engine.cpus_per_worker", "> 0")),
+        (_with(engine={"cpus_per_worker": 0}), ("engine.cpus_per_worker", "(0, 1024]")),
         (_with(sources=[{"source": "original", "shots": 1}, {"source": "original", "shots": 2}]),
          ("sources[1]", "one list")),
         (_with(sources=[{"source": "generated", "generator": "no-such-org/no-such-model", "shots": 1}]),
          ("sources[0].generator", "no-such-org/no-such-model")),
         (_with(sources=[{"source": "generated", "generator": "/does/not/exist", "shots": 1}]),
          ("generator", "/does/not/exist")),
+        (_with(sources=[{"source": "generated", "generator": "random:xyz", "shots": 1}]),
+         ("sources[0].generator", "random:xyz", "random:sd21-base")),
+        (_with_source(steps=3), ("sources[0].steps", "generated source")),
+        (_with_source(source="retrieved", index="/x", fetch={"timeout_s": -1}), ("sources[0].fetch.timeout_s", "-1")),
+        (_with(metrics=["fid"], inception_weights=None), ("metrics", "fid", "inception_weights")),
     ],
 )
 def test_bad_config_values(tmp_path, capsys, cfg, needles):
     out = str(tmp_path / "out")
     _expect_usage_error(capsys, ["run", _write(tmp_path, cfg), "--out", out], *needles, out_dir=out)
+
+
+def test_score_fid_without_inception_weights(tmp_path, capsys):
+    """`genbench score --metrics fid` needs Inception weights: refused up front, not run and silently left out."""
+    import shutil
+
+    coll = tmp_path / "kshot"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "legacy_v1", "shards", "digits", "original",
+                                 "kshot_s0"), coll)
+    dest = tmp_path / "score.json"
+    _expect_usage_error(capsys, ["score", "--train", str(coll), "--dataset", "digits", "--clip", "tiny", "--json",
+                                 str(dest), "--metrics", "cler", "fid"], "--inception-weights", "fid")
+    assert not dest.exists()
 
 
 def test_missing_config_file(tmp_path, capsys):

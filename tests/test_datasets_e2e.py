@@ -17,7 +17,7 @@ from genbench.cli import main
 from genbench.config import parse_config
 from genbench.engine.experiment import run_experiment
 from genbench.metrics import task
-from genbench.metrics.cler import normalise
+from genbench.vectors import normalise
 from genbench.shards.sidecar import read_parquet_bytes
 
 

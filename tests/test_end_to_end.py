@@ -62,17 +62,29 @@ def test_results_contract(first_run):
     combos = {(r["source"], r["strategy"], r["shots"]) for r in records}
     assert combos == {("generated", "st", 2), ("generated", "dt", 2), ("original", None, 1), ("original", None, 3)}
     for r in records:
-        assert r["metric"] == "accuracy" and r["n_test"] == 540 and r["tiny_models"] is True
+        assert r["metric"] == "accuracy" and r["n_test"] == 540 and r["untrained_models"] is True
         assert set(r["scores"]) == {"zeroshot", "cler", "cler_text"}
         assert all(0.0 <= v <= 100.0 for v in r["scores"].values())
         assert r["n_train"] == 10 * r["shots"]
     report = open(os.path.join(out, "report.md")).read()
-    assert "tiny untrained models" in report and "2.56e-3" in report.replace("2.56e-03", "2.56e-3")
+    assert "untrained models" in report and "2.56e-3" in report.replace("2.56e-03", "2.56e-3")
+
+
+def test_scores_are_stored_at_full_precision(first_run):
+    """results.json keeps every digit: an accuracy over the 540 test images is exactly a multiple of 100/540 (rounding
+    to 4 decimals, as an earlier version did, breaks that), and the file parses back to the same floats."""
+    out, records = first_run
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    for rec in stored:
+        for name in ("zeroshot", "cler", "cler_text"):
+            correct = rec["scores"][name] * rec["n_test"] / 100.0
+            assert abs(correct - round(correct)) < 1e-9, (name, rec["scores"][name])
 
 
 def test_collection_layout_and_manifest(first_run):
     out, _ = first_run
-    coll = _collection(out, "generated", "tiny_st_s0")
+    coll = _collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0")
     man = json.load(open(os.path.join(coll, "manifest.json")))
     wids = json.load(open(os.path.join(coll, "index.wids.json")))
     assert wids["__kind__"] == "wids-shard-index-v1" and wids["wids_version"] == 1
@@ -86,7 +98,7 @@ def test_collection_layout_and_manifest(first_run):
 
 def test_webdataset_reads_shards_with_right_labels(first_run):
     out, _ = first_run
-    coll = _collection(out, "generated", "tiny_dt_s0")
+    coll = _collection(out, "generated", "tiny_dt_steps2_cfg3_bs5_px32_s0")
     spec = get_dataset("digits")
     samples = list(wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False))
     assert len(samples) == 20
@@ -132,7 +144,7 @@ def test_original_kshot_is_nested(first_run, ray_local, tmp_path):
 
 def test_ray_data_reads_shards(first_run, ray_local):
     out, _ = first_run
-    coll = _collection(out, "generated", "tiny_st_s0")
+    coll = _collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0")
     rows = ray_local.data.read_webdataset(tars(coll)).take_all()
     assert len(rows) == 20
     assert sorted(int(r["cls"]) for r in rows) == sorted([c for c in range(10)] * 2)
@@ -140,7 +152,7 @@ def test_ray_data_reads_shards(first_run, ray_local):
 
 def test_rerun_regenerates_nothing_and_reproduces_scores(first_run):
     out, records = first_run
-    colls = [_collection(out, "generated", "tiny_st_s0"), _collection(out, "original", "kshot_s0")]
+    colls = [_collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0"), _collection(out, "original", "kshot_s0")]
     before = {c: snapshot(c) for c in colls}
     again = _run(out)
     assert [r["scores"] for r in again] == [r["scores"] for r in records]
@@ -150,8 +162,8 @@ def test_rerun_regenerates_nothing_and_reproduces_scores(first_run):
 
 def test_deleted_or_truncated_shard_is_redone_byte_identical(first_run):
     out, records = first_run
-    coll = _collection(out, "generated", "tiny_dt_s0")
-    other = _collection(out, "generated", "tiny_st_s0")
+    coll = _collection(out, "generated", "tiny_dt_steps2_cfg3_bs5_px32_s0")
+    other = _collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0")
     before, other_before = snapshot(coll), snapshot(other)
     os.remove(os.path.join(coll, "000001.tar"))
     with open(os.path.join(coll, "000000.tar"), "r+b") as f:
@@ -165,14 +177,30 @@ def test_deleted_or_truncated_shard_is_redone_byte_identical(first_run):
     assert snapshot(other) == other_before  # untouched collections stay as they were
 
 
-def test_changed_settings_on_same_output_is_refused(first_run):
+def test_changed_settings_make_a_new_collection_and_a_foreign_one_is_refused(first_run, tmp_path):
+    """Every image-changing option off its default names the collection, so other steps are another directory; a
+    directory whose recorded identity disagrees with its name (copied over, hand-edited) is refused, not mixed."""
     out, _ = first_run
     cfg = copy.deepcopy(CONFIG)
-    cfg["sources"][0]["steps"] = 3
+    cfg["sources"] = [{**CONFIG["sources"][0], "strategies": ["st"], "steps": 3}]
+    before = snapshot(_collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0"))
+    (rec,) = _run(out, cfg)
+    assert rec["variant"] == "tiny_st_steps3_cfg3_bs5_px32_s0"
+    assert snapshot(_collection(out, "generated", "tiny_st_steps2_cfg3_bs5_px32_s0")) == before
+
+    import shutil
+
     from genbench.errors import UsageError
 
-    with pytest.raises(UsageError, match="out"):
-        _run(out, cfg)
+    foreign = str(tmp_path / "foreign")
+    shutil.copytree(out, foreign)
+    ident = os.path.join(_collection(foreign, "generated", "tiny_st_steps3_cfg3_bs5_px32_s0"), "identity.json")
+    data = json.load(open(ident))
+    data["options"]["steps"] = 2
+    with open(ident, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(UsageError, match="out.*options"):
+        _run(foreign, cfg)
 
 
 def test_scaling_sweep_reads_one_collection(ray_local, tmp_path):
@@ -228,4 +256,4 @@ def test_report_over_run_results(first_run, tmp_path):
     for name in pngs:
         with Image.open(dest / name) as im:
             assert im.format == "PNG" and im.size[0] > 100
-    assert "tiny untrained models" in html
+    assert "untrained models were used" in html

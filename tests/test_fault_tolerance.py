@@ -30,7 +30,7 @@ SHOTS, SHARD = 4, 10  # digits has 10 classes: 4 shards of 10 samples
 GEN = {"source": "generated", "generator": "tiny", "strategies": ["st"], "shots": SHOTS, "steps": 2,
        "guidance_scale": 3.0, "batch_size": 5, "image_size": 32}
 CONFIG = {"name": "ft", "datasets": ["digits"], "clip": "tiny", "seed": 0, "shard_size": SHARD, "sources": [GEN]}
-VARIANT = ("digits", "generated", "tiny_st_s0")
+VARIANT = ("digits", "generated", "tiny_st_steps2_cfg3_bs5_px32_s0")
 
 
 def _build(root: str, workers: int, config: dict | None = None) -> str:
@@ -168,9 +168,9 @@ def test_killed_driver_resumes_only_unfinished_shards(ray_local, tmp_path):
     from genbench.cli import main
 
     assert main(_null_args(str(tmp_path / "undisturbed"))) == 0
-    ref_files = _files(os.path.join(str(tmp_path / "undisturbed"), "digits", "generated", "null_st_s0"))
+    ref_files = _files(os.path.join(str(tmp_path / "undisturbed"), "digits", "generated", "null_st_res32_s0"))
     out = str(tmp_path / "out")
-    coll = os.path.join(out, "digits", "generated", "null_st_s0")
+    coll = os.path.join(out, "digits", "generated", "null_st_res32_s0")
     cmd = [os.path.join(BIN, "genbench"), *_null_args(out)]
     # Its own embedded Ray (no address to join), in its own process session so that it can be killed as a whole.
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_ADDRESS": ""}
@@ -210,7 +210,7 @@ def _null_config(shots, shard_size: int = 40) -> dict:
 
 def test_growth_adds_shards_and_shot_lists_score_prefixes(ray_local, tmp_path):
     out = str(tmp_path)
-    coll = os.path.join(out, "shards", "digits", "generated", "null_st_s0")
+    coll = os.path.join(out, "shards", "digits", "generated", "null_st_res32_s0")
 
     def run(shots):
         return run_experiment(parse_config(_null_config(shots)), out, progress=False)
@@ -235,7 +235,7 @@ def test_failing_shards_are_retried_a_bounded_number_of_times_and_named(ray_loca
     from genbench.cli import main
 
     out = str(tmp_path)
-    coll = os.path.join(out, "digits", "generated", "null_st_s0")
+    coll = os.path.join(out, "digits", "generated", "null_st_res32_s0")
     # A directory where two shards' tars must go: the rename fails in the worker on every attempt, as a full or
     # read-only volume would, while every other shard commits normally.
     for blocked in ("000001.tar", "000003.tar"):
@@ -248,10 +248,10 @@ def test_failing_shards_are_retried_a_bounded_number_of_times_and_named(ray_loca
     assert rc == 1
     message = err.getvalue()
     assert "2 shard(s) stayed failed" in message
-    assert "digits/generated/null_st_s0/000001" in message and "digits/generated/null_st_s0/000003" in message
+    assert "digits/generated/null_st_res32_s0/000001" in message and "digits/generated/null_st_res32_s0/000003" in message
     retries = [r for r in caplog.records if "retrying on another worker" in r.getMessage()]
     assert sorted(r.getMessage().split()[0] for r in retries) == sorted(
-        ["digits/generated/null_st_s0/000001"] * 2 + ["digits/generated/null_st_s0/000003"] * 2)  # max_retries = 2
+        ["digits/generated/null_st_res32_s0/000001"] * 2 + ["digits/generated/null_st_res32_s0/000003"] * 2)  # max_retries = 2
     assert _committed(coll) == ["000000.json", "000002.json", "000004.json"]
     manifest = json.load(open(os.path.join(coll, "manifest.json")))
     assert manifest["complete"] is False

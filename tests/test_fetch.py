@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from genbench.errors import UsageError
-from genbench.sources.fetch import FAILURE_KINDS, FetchPolicy, Fetcher, failure_counts, fetch_image, fetch_many
+from genbench.retrieval.fetch import FAILURE_KINDS, FetchPolicy, failure_counts, fetch_image, fetch_many, parse_policy
 from tests.http_server import Route, serve
 
 LOOPBACK = ("127.0.0.0/8",)
@@ -179,13 +179,24 @@ def test_fetch_many_keeps_order_and_counts_kinds(site):
     assert results[0].data == raw["jpeg"] and results[4].data == raw["png"]
 
 
-def test_fetcher_is_a_map_batches_callable(site):
+def test_fetch_batch_writes_one_staging_part_that_reads_back(site, tmp_path):
+    """The Ray Data callable, in-process: a batch's outcomes and bytes land in one staging part; a URL's outcome and
+    image read back from the cache."""
+    from dataclasses import asdict
+
+    import pyarrow as pa
+
+    from genbench.retrieval import staging
+    from genbench.retrieval.download import FetchBatch
+
     base, _, raw = site
-    batch = {"url": np.array([base + "/cat.jpg", base + "/missing"]), "cls": np.array([3, 7])}
-    out = Fetcher(_policy(), max_workers=2)(batch)
-    assert list(out["cls"]) == [3, 7]
-    assert out["ok"] == [True, False] and out["kind"] == ["ok", "http_4xx"]
-    assert out["data"][0] == raw["jpeg"] and out["data"][1] == b""
+    urls = [base + "/cat.jpg", base + "/missing"]
+    out = FetchBatch(str(tmp_path), asdict(_policy()), {}, threads=2)(pa.table({"url": urls}))
+    assert out.column("ok").to_pylist() == [True, False] and "data" not in out.column_names
+    assert [n for n in (tmp_path).iterdir() if n.name.startswith("part-")]
+    outcomes = staging.read_outcomes(str(tmp_path))
+    assert outcomes[urls[0]].ok and outcomes[urls[1]].kind == "http_4xx" and outcomes[urls[1]].final
+    assert staging.read_images(str(tmp_path), {urls[0]: outcomes[urls[0]].part}) == {urls[0]: raw["jpeg"]}
 
 
 def test_policy_validates_fields():
@@ -194,3 +205,13 @@ def test_policy_validates_fields():
     with pytest.raises(UsageError, match="timeout_s"):
         FetchPolicy(timeout_s=0)
     assert FetchPolicy(allow_networks="127.0.0.0/8").allow_networks == ("127.0.0.0/8",)
+
+
+def test_policy_from_a_config_names_the_config_field():
+    with pytest.raises(UsageError) as err:
+        parse_policy({"timeout_s": -1}, "sources[0].fetch")
+    assert err.value.field == "sources[0].fetch.timeout_s"
+    with pytest.raises(UsageError) as err:
+        parse_policy({"retrys": 3}, "sources[0].fetch")
+    assert err.value.field == "sources[0].fetch.retrys"
+    assert parse_policy({"retries": 0}, "x", ("127.0.0.1/32",)).allow_networks == ("127.0.0.1/32",)

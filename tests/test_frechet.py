@@ -83,7 +83,7 @@ def test_inception_fid_needs_local_weights(tmp_path):
 
     with pytest.raises(UsageError) as err:
         inception_fid([], [], tmp_path / "missing.safetensors")
-    assert err.value.field == "fid.inception_weights"
+    assert err.value.field == "inception_weights"
     with pytest.raises(UsageError):
         inception_fid([], [], None)
 

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from genbench.errors import UsageError
-from genbench.models import default_cache_dir, load_clip, load_generator
+from genbench.models.cache import default_cache_dir
+from genbench.models.clip import load_clip
+from genbench.models.generator import load_generator
 from genbench.models.bpe import load_clip_tokenizer
 from genbench.models.build import built_clip_dir, built_pipeline_dir
 
@@ -131,9 +133,9 @@ def test_tiny_clip_loads_from_local_dir_and_encodes_unit_vectors(cache):
     # Another batch size may change float summation order, not the result beyond float32 noise.
     np.testing.assert_allclose(again.encode_images(images, batch_size=5), img, atol=1e-5)
     np.testing.assert_array_equal(again.encode_texts(["a photo of a dog.", "a photo of a cat."]), txt)
-    # And the plain-directory reference loads the very same model.
+    # And the plain-directory reference loads the very same model (a batch of one: equal up to float32 noise).
     direct = load_clip(str(path), device="cpu")
-    np.testing.assert_array_equal(direct.encode_texts(["a photo of a dog."]), txt[:1])
+    np.testing.assert_allclose(direct.encode_texts(["a photo of a dog."]), txt[:1], atol=1e-6)
     with torch.no_grad():
         raw = open_clip.create_model_and_transforms(f"local-dir:{path}")[0].eval()
         ids = open_clip.get_tokenizer(f"local-dir:{path}")(["a photo of a dog."])
@@ -142,11 +144,42 @@ def test_tiny_clip_loads_from_local_dir_and_encodes_unit_vectors(cache):
 
 
 @pytest.mark.parametrize("ref", ["nope", "", "ViT-B-32:not-a-tag", "/no/such/dir/for/clip",
-                                 "hf-hub:genbench-test/no-such-model"])
+                                 "hf-hub:genbench-test/no-such-model", "ViT-B-23:openai"])
 def test_unknown_clip_reference(ref):
     with pytest.raises(UsageError) as err:
         load_clip(ref)
     assert err.value.field == "clip"
+
+
+def test_untrained_models_are_named_by_their_references():
+    """tiny, null and random:<config> generators and the tiny and ARCH:random CLIP models have no trained weights:
+    every result made with them carries the notice."""
+    from genbench.models import refs
+
+    for ref in ("tiny", "null", "random:sd21-base", "random:tiny-sd"):
+        assert refs.generator_untrained(ref)
+    for ref in ("stabilityai/stable-diffusion-2-1-base", "/models/sd21", None):
+        assert not refs.generator_untrained(ref)
+    assert refs.clip_untrained("tiny") and refs.clip_untrained("ViT-B-32:random")
+    assert not refs.clip_untrained("ViT-B-32:openai") and not refs.clip_untrained(None)
+
+
+def test_untrained_clip_and_generator_reach_the_record():
+    from genbench.catalog import get_dataset
+    from genbench.report.records import build_record, notice
+
+    digits = get_dataset("digits")
+    job = {"source": "generated", "variant": "v", "run_seed": 0, "options": {"generator": "random:sd21-base"}}
+    by_gen = build_record(dataset=digits, job=job, shots=1, clip="ViT-B-32:openai", n_train=10, n_test=540, scores={},
+                          manifest={"untrained_models": ["random:sd21-base"]})
+    by_clip = build_record(dataset=digits, job={**job, "options": {}}, shots=1, clip="ViT-B-32:random", n_train=10,
+                           n_test=540, scores={}, manifest={"untrained_models": []})
+    trained = build_record(dataset=digits, job={**job, "options": {"generator": "stabilityai/stable-diffusion-2-1-base"}},
+                           shots=1, clip="ViT-B-32:openai", n_train=10, n_test=540, scores={},
+                           manifest={"untrained_models": []})
+    assert by_gen["untrained_models"] and by_clip["untrained_models"] and not trained["untrained_models"]
+    assert "generator random:sd21-base" in notice([by_gen]) and "CLIP ViT-B-32:random" in notice([by_clip])
+    assert notice([trained]) is None
 
 
 @pytest.mark.parametrize("ref", ["nope", "", "random:no-such-config", "not a hub id", "genbench-test/no-such-model"])

@@ -15,7 +15,7 @@ import torch
 from genbench.catalog import dataset_names, get_dataset
 from genbench.catalog.spec import DatasetSpec
 from genbench.errors import UsageError
-from genbench.prompt_weighting import parse_weighted, plain_text, token_weights, weighted_prompt_embeds
+from genbench.prompts.weighting import parse_weighted, plain_text, token_weights, weighted_prompt_embeds
 from genbench.prompts import (
     NP_QUALITY,
     RD_QUALITY,

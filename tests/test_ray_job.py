@@ -110,4 +110,4 @@ def test_ray_job_submit_runs_a_config(ray_head, tmp_path):
     records = json.loads((out / "results.json").read_text())
     assert {(r["source"], r["shots"]) for r in records} == {("generated", 2), ("original", 1), ("original", 2)}
     assert all(r["scores"]["cler"] >= 0 for r in records)
-    assert (out / "shards" / "digits" / "generated" / "tiny_st_s0" / "000000.tar").exists()
+    assert (out / "shards" / "digits" / "generated" / "tiny_st_steps2_bs10_px32_s0" / "000000.tar").exists()

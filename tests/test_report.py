@@ -13,7 +13,11 @@ from PIL import Image
 
 from genbench.errors import UsageError
 from genbench.report.build import build_report
-from genbench.report.markdown import TINY_NOTICE, format_table, render_markdown
+from genbench.report.document import to_markdown
+from genbench.report.records import summary_blocks
+from genbench.report.terminal import format_table
+
+NOTICE = "NOTE: untrained models were used"
 from genbench.report.tables import BEST, SECOND, dataset_table, rank_marks, table_markdown
 
 SHOTS = (1, 4, 16)
@@ -30,7 +34,7 @@ def _record(dataset, source, strategy, shots, rng, *, probe=True, tiny=False, mt
     rec = {
         "dataset": dataset, "group": "test", "source": source, "generator": "sd21" if source == "generated" else None,
         "strategy": strategy, "shots": shots, "clip": "ViT-B-32", "metric": "accuracy", "n_train": shots * 10,
-        "n_test": 100, "tiny_models": tiny, "variant": variant, "collection": f"/c/{dataset}/{source}/{variant}",
+        "n_test": 100, "untrained_models": tiny, "variant": variant, "collection": f"/c/{dataset}/{source}/{variant}",
         "scores": scores, "cost": {"device": "cuda:0", "device_seconds": 3.0, "gpu_seconds": 3.0,
                                    "usd_per_image": 2.5e-4 if source == "generated" else 4e-5},
     }
@@ -82,7 +86,7 @@ def test_html_and_markdown_written_with_valid_pngs(full_report):
             assert im.size[0] > 300 and im.size[1] > 200
     md = open(res["report_md"]).read()
     assert all(f"]({src})" in md for src, _ in refs)
-    assert res["records"] == 36 and res["tiny_models"] is False and TINY_NOTICE not in md
+    assert res["records"] == 36 and res["untrained_models"] is False and NOTICE not in md
 
 
 def _kinds(res):
@@ -153,7 +157,7 @@ def test_tiny_notice_and_skips_without_probe(tmp_path):
             *[_record("digits", "original", None, k, rng, probe=False, tiny=True) for k in SHOTS]]
     res = build_report([_write(tmp_path / "r", recs)], str(tmp_path / "o"))
     md, html = open(res["report_md"]).read(), open(res["report_html"]).read()
-    assert TINY_NOTICE in md and TINY_NOTICE in html and res["tiny_models"] is True
+    assert NOTICE in md and NOTICE in html and res["untrained_models"] is True
     reasons = {s["kind"]: s["reason"] for s in res["skipped"]}
     assert "linear_probe" in reasons["quality"] and "mts" in reasons["mts"]
     assert "run with metrics: [linear_probe]" in md
@@ -198,6 +202,18 @@ def test_bad_inputs_raise_usage_error(tmp_path):
         build_report([str(tmp_path / "nokey")], "s3://bucket/report")
 
 
-def test_lead_functions_still_work():
+def test_terminal_table_and_run_summary_carry_the_notice():
     recs = _full_records(tiny=True)[:3]
-    assert TINY_NOTICE in format_table(recs) and "2.56e-3" in render_markdown(recs)
+    assert NOTICE in format_table(recs)
+    md = to_markdown(summary_blocks(recs))
+    assert NOTICE in md and "generator sd21" in md and "2.56e-3" in md
+
+
+def test_records_written_before_the_rename_still_carry_the_notice(tmp_path):
+    """Older results.json files said ``tiny_models``; their reports keep the warning."""
+    rng = np.random.default_rng(4)
+    recs = [_record("digits", "original", None, k, rng, probe=False) for k in SHOTS]
+    for r in recs:
+        r["tiny_models"] = r.pop("untrained_models") or True
+    res = build_report([_write(tmp_path / "r", recs)], str(tmp_path / "o"))
+    assert res["untrained_models"] is True and NOTICE in open(res["report_md"]).read()

@@ -107,6 +107,13 @@ def _cfg(index_dir, allow=("127.0.0.0/8",)):
     })
 
 
+def _retrieved(out: str) -> str:
+    """The run's one retrieved collection: named by the index's directory and identity, ``index-<id>_s0``."""
+    root = os.path.join(out, "shards", "digits", "retrieved")
+    (variant,) = os.listdir(root)
+    return os.path.join(root, variant)
+
+
 def test_index_directory(index_dir):
     info = json.loads((index_dir / "index.json").read_text())
     assert info["count"] == 3000 and info["clip_slug"] == "tiny"
@@ -118,10 +125,18 @@ def test_retrieval_end_to_end_and_rerun(pool, index_dir, tmp_path):
     (rec,) = run_experiment(_cfg(index_dir), out, progress=False)
     assert rec["source"] == "retrieved" and 0 < rec["mts"] <= 1
     assert set(rec["scores"]) >= {"zeroshot", "cler", "cler_text"}
-    coll = os.path.join(out, "shards", "digits", "retrieved", "index_s0")
+    coll = _retrieved(out)
     man = json.load(open(os.path.join(coll, "manifest.json")))
     kinds = man["fetch"]["kinds"]
     assert kinds.get("ok", 0) > 0 and sum(kinds.values()) == man["fetch"]["candidates"]
+    info = json.loads((index_dir / "index.json").read_text())
+    assert os.path.basename(coll) == f"index-{info['id'][:8]}_px16_s0"  # the index's identity, not only its folder
+    # Download and decode time is CPU time, priced at the CPU instance's rate per core, never at the GPU's.
+    cost = man["cost"]
+    assert cost["fetch_cpu_seconds"] == pytest.approx(man["fetch"]["cpu_seconds"]) and cost["fetch_cpu_seconds"] > 0
+    assert cost["gpu_seconds"] == 0.0 and cost["cpu_seconds"] >= cost["fetch_cpu_seconds"]
+    expected = cost["cpu_seconds"] * (0.21 / 32) / 3600 / cost["images"]
+    assert rec["cost"]["usd_per_image"] == pytest.approx(expected, rel=1e-9)
     samples = list(wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode("rgb8"))
     urls = [s["json"]["url"] for s in samples]
     assert len(urls) == len(set(urls)) == rec["n_train"]
@@ -143,5 +158,46 @@ def test_loopback_refused_without_allow_list(pool, index_dir, tmp_path):
 
     with pytest.raises(GenbenchError):  # every class stays empty: CLER is undefined, and the run says so
         run_experiment(_cfg(index_dir, allow=()), out, progress=False)
-    man = json.load(open(os.path.join(out, "shards", "digits", "retrieved", "index_s0", "manifest.json")))
+    man = json.load(open(os.path.join(_retrieved(out), "manifest.json")))
     assert set(man["fetch"]["kinds"]) == {"refused_address"}
+
+
+def test_transient_failures_are_retried_on_the_next_run_and_permanent_ones_are_not(pool, index_dir, tmp_path):
+    """Class 0's image host answers 503 to every request of the first run (all retries included): that class stays
+    empty and the run fails naming it. The rerun fetches exactly those URLs again, fills class 0 and redoes the shards
+    that were short; dead links (404) and every other URL are not fetched again."""
+    from genbench.errors import GenbenchError
+
+    _, _, routes = pool
+    down = [p for p in routes if p.startswith("/img/0/")]
+    dead = [f"/img/{c}/{i}.png" for c in range(10) for i in range(60) if i % 7 == 3]
+    for p in dead:
+        routes[p] = Route(status=404, body=b"gone", content_type="text/plain")
+    try:
+        for p in down:
+            routes[p].fail_first = routes[p].hits + 3  # fetch's 1 try + 2 retries, all answered 503
+        out = str(tmp_path / "flaky")
+        with pytest.raises(GenbenchError, match="no external samples"):
+            run_experiment(_cfg(index_dir), out, progress=False)
+        coll = _retrieved(out)
+        man = json.load(open(os.path.join(coll, "manifest.json")))
+        assert man["fetch"]["kinds"].get("http_5xx", 0) > 0
+        assert man["shortfall"]["per_class"]["0"] == 4
+        after_first = {p: r.hits for p, r in routes.items()}
+        assert sum(after_first[p] for p in dead) > 0  # some dead links were candidates
+
+        (rec,) = run_experiment(_cfg(index_dir), out, progress=False)
+        after_second = {p: r.hits for p, r in routes.items()}
+        retried = {p for p in routes if after_second[p] != after_first[p]}
+        assert retried and retried <= set(down)  # only the transient failures were fetched again ...
+        assert all(after_second[p] == after_first[p] + 1 for p in retried)  # ... once each
+        assert rec["n_train"] == 40
+        man = json.load(open(os.path.join(coll, "manifest.json")))
+        assert "http_5xx" not in man["fetch"]["kinds"] and man["shortfall"]["missing_samples"] == 0
+        classes = [s["json"]["cls"] for s in wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode()]
+        assert classes.count(0) == 4
+    finally:
+        for p in down:
+            routes[p].fail_first = 0
+        for p in dead:
+            routes.pop(p)

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from genbench.errors import UsageError
-from genbench.retrieval.index import build_index, build_index_from_embeddings, choose_factory, estimate_bytes, open_index
-from genbench.retrieval.query import class_query_texts, fill_shots, mean_text_similarity, retrieve
+from genbench.retrieval.assign import assign_slots, short_classes
+from genbench.retrieval.build import build_index, build_index_from_embeddings, choose_factory, estimate_bytes
+from genbench.retrieval.index import open_index
+from genbench.retrieval.query import class_query_texts, mean_text_similarity, retrieve
 
 CLASSES = ["tabby cat", "golden retriever", "fire truck", "sunflower", "sailboat", "espresso", "violin", "lighthouse"]
 TEMPLATES = ["a photo of a {}.", "a blurry photo of the {}.", "{} in the wild"]
@@ -173,7 +175,7 @@ def test_mts_by_hand(tmp_path):
     assert dataset == pytest.approx(np.mean(expected), abs=1e-5)
 
 
-def test_fill_shots_replaces_dead_links_and_reports_short_classes(tmp_path):
+def test_slot_assignment_replaces_dead_links_keeps_earlier_choices_and_reports_short_classes(tmp_path):
     enc = HashingEncoder()
     caps = ["cat", "cat one", "cat two", "cat three", "dog", "dog one"]
     idx = _hand_index(tmp_path, [(f"http://x/{i}.jpg", c) for i, c in enumerate(caps)], enc)
@@ -181,9 +183,13 @@ def test_fill_shots_replaces_dead_links_and_reports_short_classes(tmp_path):
     cat_urls = [x.url for x in plan.classes[0].candidates]
     dog_urls = [x.url for x in plan.classes[1].candidates]
     alive = set(cat_urls[1:]) | set(dog_urls[:1])  # the best cat link is dead; one dog link arrives
-    chosen, short = fill_shots(plan, alive)
-    assert [x.url for x in chosen[0]] == cat_urls[1:3]
-    assert short == {1: 1}
+    slots = assign_slots(plan, alive, {}, 2)
+    assert [slots[(0, k)]["url"] for k in range(2)] == cat_urls[1:3]
+    assert short_classes(slots, 2, 2) == {1: 1}
+    # Later the best cat link and the second dog link arrive: filled slots keep their URLs, the empty one is filled.
+    later = assign_slots(plan, alive | {cat_urls[0], dog_urls[1]}, slots, 2)
+    assert {k: v["url"] for k, v in later.items() if k in slots} == {k: v["url"] for k, v in slots.items()}
+    assert later[(1, 1)]["url"] == dog_urls[1] and short_classes(later, 2, 2) == {}
 
 
 def test_index_round_trips_through_memory_fs(pool_index, tiny_clip):

@@ -40,6 +40,10 @@ def s3_server(monkeypatch):
         monkeypatch.setenv(k, v)
     endpoint = f"http://127.0.0.1:{port}"
     try:
+        import requests
+
+        # moto keeps its buckets in this process across servers: start every test from an empty store.
+        requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
         fs = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
         fs.mkdir("genbench-test")
         yield endpoint
@@ -70,7 +74,7 @@ def test_s3_output_end_to_end(s3_server, tmp_path):
     results = json.loads(fs.cat_file("genbench-test/run/results.json"))
     assert sorted(r["shots"] for r in results) == [1, 3]
     assert {r["n_train"] for r in results} == {10, 30}
-    coll = "genbench-test/run/shards/digits/generated/null_st_s0"
+    coll = "genbench-test/run/shards/digits/generated/null_st_res32_s0"
     assert all(r["collection"] == "s3://" + coll for r in results)
     manifest = json.loads(fs.cat_file(f"{coll}/manifest.json"))
     wids = json.loads(fs.cat_file(f"{coll}/index.wids.json"))
@@ -104,3 +108,43 @@ def test_s3_output_end_to_end(s3_server, tmp_path):
                for k in rewritten), rewritten
     assert set(after) == set(before)
     assert json.loads(fs.cat_file("genbench-test/run/results.json")) == results
+
+
+def test_storage_options_reach_the_index_and_score_and_embed(s3_server, tmp_path):
+    """An index built into the bucket and opened from it, and `genbench score`/`embed` of a collection in the bucket,
+    all with the endpoint given as a storage option (no AWS default could reach it)."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genbench.cli import main
+    from genbench.models.build import built_clip_dir
+    from genbench.retrieval.index import open_index
+
+    opt = ["--storage-option", f"endpoint_url={s3_server}"]
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 64)).astype(np.float32)
+    pq.write_table(pa.table({"url": [f"http://x/{i}.jpg" for i in range(50)], "caption": [f"c{i}" for i in range(50)],
+                             "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 64)}),
+                   tmp_path / "captions.parquet")
+    assert main(["index", "build", "--captions", str(tmp_path / "captions.parquet"), "--clip", "tiny",
+                 "--out", "s3://genbench-test/idx", "--embedding-column", "emb", *opt]) == 0
+    index = open_index("s3://genbench-test/idx", storage_options={"endpoint_url": s3_server})
+    sims, ids = index.search(emb[7:8] / np.linalg.norm(emb[7]), 1)
+    assert int(ids[0, 0]) == 7 and sims[0, 0] > 0.999
+
+    fs = fsspec.filesystem("s3", endpoint_url=s3_server, skip_instance_cache=True)
+    legacy = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_v1", "shards", "digits", "original", "kshot_s0")
+    fs.put(legacy, "genbench-test/kshot", recursive=True)
+    other = tmp_path / "clip-b"  # the tiny CLIP under another name: its sidecars are missing from the bucket
+    shutil.copytree(built_clip_dir("tiny-clip"), other)
+    dest = tmp_path / "score.json"
+    assert main(["score", "--train", "s3://genbench-test/kshot", "--dataset", "digits", "--clip", str(other),
+                 "--json", str(dest), *opt]) == 0
+    assert json.loads(dest.read_text())["n_train"] == 20
+    fs.invalidate_cache()
+    assert fs.exists("genbench-test/kshot/emb/clip-b/000000.parquet")
+    assert json.loads(fs.cat_file("genbench-test/kshot/manifest.json"))["shards"][0]["embeddings"] == ["clip-b", "tiny"]
+    assert main(["embed", "--collection", "s3://genbench-test/kshot", "--clip", "tiny", *opt]) == 0

@@ -1,33 +1,40 @@
-"""Driver side of building collections: skip done shards, dispatch the rest, reduce per-class sums, write manifests.
+"""Driver side of building collections: find what is done, let each source plan its slots, dispatch the rest, reduce
+per-class sums, write manifests.
 
-Sums are reduced in int64 fixed point (2^-32 resolution), so the total does not depend on the order in which shards
-finish: a first run, a resumed run and a rerun that skips everything give bit-identical centroids.
+A collection is planned at its extent: the larger of the shots asked for and the shots its shard records already
+cover, so asking for fewer shots scores a prefix and rewrites nothing. A shard whose tar is done but lacks a sidecar of
+the run's CLIP model is only embedded. Sums are reduced in int64 fixed point (2^-32 resolution), so the total does not
+depend on the order in which shards finish: a first run, a resumed run and a rerun that skips everything give
+bit-identical centroids.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from genbench.engine.plan import CollectionJob, ShardTask, plan_collection
+from genbench import cost
+from genbench.engine.plan import ShardTask, plan_collection, recorded_shots
 from genbench.errors import ShardFailures
 from genbench.shards import manifest as mf
 from genbench.shards.reader import sidecar_class_sums
-from genbench.shards.sidecar import FIXED_SCALE, class_sums, read_class_embeddings, sidecar_rel, to_fixed
+from genbench.shards.sidecar import FIXED_SCALE, to_fixed
 from genbench.shards.store import Store
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class CollectionState:
-    job: CollectionJob
+    planned: Any  # engine.preflight.Planned (job resized to the collection's extent)
     store: Store
     tasks: list[ShardTask]
+    clip_slug: str | None
     pending: list[ShardTask] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     sums: np.ndarray | None = None  # int64 fixed point (C, D)
@@ -36,60 +43,88 @@ class CollectionState:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     previous: dict[str, dict[str, Any]] = field(default_factory=dict)  # records found on disk before this run
+    extras: dict[str, Any] = field(default_factory=dict)  # the source's plan, for the manifest
+    cost: dict[str, Any] = field(default_factory=dict)  # what making the collection cost (set by finish)
 
-    def add(self, class_ids: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    @property
+    def job(self) -> Any:
+        return self.planned.job
+
+    def add_fixed(self, class_ids: np.ndarray, fixed: np.ndarray, counts: np.ndarray) -> None:
         if self.sums is None:
-            self.sums = np.zeros((self.job.num_classes, sums.shape[1]), dtype=np.int64)
+            self.sums = np.zeros((self.job.num_classes, fixed.shape[1]), dtype=np.int64)
             self.counts = np.zeros(self.job.num_classes, dtype=np.int64)
         if len(class_ids):
-            self.sums[class_ids] += to_fixed(sums)
+            self.sums[class_ids] += fixed
             self.counts[class_ids] += counts
 
     def centroid_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.sums is None:
+            return np.zeros((self.job.num_classes, 1)), np.zeros(self.job.num_classes, dtype=np.int64)
         return self.sums.astype(np.float64) / FIXED_SCALE, self.counts
 
 
-def clip_slug_of(job: CollectionJob, clip_slug: str | None) -> list[str]:
-    return [clip_slug] if (job.clip and clip_slug) else []
-
-
-def prepare(job: CollectionJob, clip_slug: str | None, verify: str) -> CollectionState:
-    """Check the collection's identity and find which shards are done (their sums come from their sidecars)."""
+def prepare(planned: Any, clip_slug: str | None, verify: str) -> CollectionState:
+    """Check the collection's identity, fix its extent, and sort its shards into done, embed-only and to make."""
+    job = planned.job
     store = Store(job.uri, job.storage_options)
     store.makedirs()
     mf.check_identity(store, job.identity())
     removed = list(store.clean_temp_files())
     if removed:
         log.info("%s: removed %d temporary file(s) left by an interrupted run", job.uri, len(removed))
-    tasks = plan_collection(job)
-    state = CollectionState(job, store, tasks)
     records = mf.load_records(store)
-    state.previous = records
-    slugs = clip_slug_of(job, clip_slug)
+    extent = max(job.shots, recorded_shots(records, job.num_classes))
+    if extent != job.shots:
+        log.info("%s: holds %d shots; %d asked for are a prefix", job.uri, extent, job.shots)
+        planned = replace(planned, job=replace(job, shots=extent))
+        job = planned.job
+    tasks = plan_collection(job)
+    state = CollectionState(planned, store, tasks, clip_slug if job.clip else None, previous=records)
+    slugs = [state.clip_slug] if state.clip_slug else []
     for task in tasks:
         rec = records.get(task.name)
-        if mf.shard_is_done(store, rec, (task.slot_start, task.slot_stop), slugs, verify):
+        status = mf.shard_status(store, rec, (task.slot_start, task.slot_stop), slugs, verify)
+        if status == "done":
             state.records[task.name] = rec
-            state.skipped += 1
-            if slugs:
-                cls, emb = read_class_embeddings(store.read_bytes(sidecar_rel(slugs[0], task.name)))
-                s, c = class_sums(cls, emb, job.num_classes)
-                present = np.flatnonzero(c)
-                state.add(present, s[present], c[present])
+        elif status == "embed":
+            state.pending.append(replace(task, embed_only=True))
         else:
             state.pending.append(task)
     return state
 
 
-def build(
-    states: list[CollectionState],
-    pool: Any,
-    max_in_flight: int = 2,
-    max_retries: int = 2,
-    progress: bool = True,
-    pricing: Any = None,
-) -> float:
-    """Run every pending shard of ``states`` through ``pool``; returns wall seconds. Raises ShardFailures at the end."""
+def plan_slots(state: CollectionState, ctx: Any) -> None:
+    """The source's plan for the shards to make (retrieval downloads here, before workers take the CPUs/GPUs)."""
+    job = state.job
+    make = [t for t in state.pending if not t.embed_only]
+    done = [(t, state.records[t.name]) for t in state.tasks if t.name in state.records]
+    plan = state.planned.source.plan_slots(job, make, done, ctx)
+    redo = {t.name for t in plan.redo}
+    for name in redo:
+        del state.records[name]
+    keep = [t for t in state.pending if t.embed_only and t.name not in redo]
+    state.pending = sorted(keep + list(plan.pending) + list(plan.redo), key=lambda t: t.shard_id)
+    state.extras = plan.extras
+    state.skipped = len(state.records)
+    if redo:
+        log.info("%s: redoing %d shard(s) whose empty slots can now be filled", job.uri, len(redo))
+
+
+def reduce_done(state: CollectionState) -> None:
+    """Class sums of the shards done before this run, from their sidecars."""
+    if not state.clip_slug or not state.records:
+        return
+    done = [(t.name, t.slot_stop) for t in state.tasks if t.name in state.records]
+    fixed, counts = sidecar_class_sums(state.store, done, state.clip_slug, state.job.num_classes, fixed=True)
+    present = np.flatnonzero(counts)
+    if len(present):
+        state.add_fixed(present, fixed[present], counts[present])
+
+
+def build(states: list[CollectionState], pool: Any, max_in_flight: int = 2, max_retries: int = 2,
+          progress: bool = True, pricing: Any = None) -> float:
+    """Run every pending shard of ``states`` through ``pool``; returns wall seconds. Failures land in ``state.failed``."""
     by_label = {}
     items = []
     for st in states:
@@ -98,20 +133,22 @@ def build(
             items.append((t.label, (t,)))
     total = sum(t.slot_stop - t.slot_start for _, (t,) in items)
     bar = tqdm(total=total, unit="img", disable=not progress or total == 0, desc="shards", dynamic_ncols=True, smoothing=0.1)
-    spent = {"device_seconds": 0.0}
+    spent = [0.0, 0.0]  # GPU-seconds, CPU-seconds
     t0 = time.perf_counter()
 
     def on_result(label: str, res: dict[str, Any]) -> None:
         st, task = by_label[label]
-        st.records[task.name] = {k: v for k, v in res.items() if k not in ("class_ids", "sums", "counts", "label")}
+        st.records[task.name] = {k: v for k, v in res.items()
+                                 if k not in ("class_ids", "sums", "counts", "label", "clip_slug", "embed_only")}
         st.made += 1
         if "sums" in res:
-            st.add(np.asarray(res["class_ids"]), np.asarray(res["sums"]), np.asarray(res["counts"]))
-        spent["device_seconds"] += float(res.get("device_seconds", 0.0))
+            st.add_fixed(np.asarray(res["class_ids"]), to_fixed(np.asarray(res["sums"])), np.asarray(res["counts"]))
+        if not res.get("embed_only"):
+            gpu, cpu = cost.record_seconds(res)
+            spent[0], spent[1] = spent[0] + gpu, spent[1] + cpu
         bar.update(task.slot_stop - task.slot_start)
         if pricing is not None:
-            usd = spent["device_seconds"] / 3600.0 * pricing.usd_per_hour / max(1, pricing.gpus_per_instance)
-            bar.set_postfix_str(f"cost ${usd:.4f}", refresh=False)
+            bar.set_postfix_str(f"cost ${cost.usd(spent[0], spent[1], pricing):.4f}", refresh=False)
 
     outcome = pool.map("run", items, on_result, max_in_flight=max_in_flight, max_retries=max_retries) if items else None
     bar.close()
@@ -122,42 +159,56 @@ def build(
             removed = list(st.store.clean_temp_files())
             if removed:
                 log.info("%s: removed %d temporary file(s) left by failed attempts", st.job.uri, len(removed))
-    wall = time.perf_counter() - t0
     if outcome is not None:
         for label, err in outcome.failed.items():
-            st, _ = by_label[label]
-            st.failed[label] = err
-    return wall
+            by_label[label][0].failed[label] = err
+    return time.perf_counter() - t0
 
 
-def finish(states: list[CollectionState], spec_extra: dict[str, dict[str, Any]]) -> None:
+def finish(states: list[CollectionState], pricing: Any) -> None:
     """Write each collection's manifest from its records, then fail naming every shard that stayed failed."""
     failed: dict[str, str] = {}
     for st in states:
         recs = [st.records[t.name] for t in st.tasks if t.name in st.records]
-        # A shard this run failed to redo (e.g. the partial last shard of a smaller run) keeps its earlier entry while
-        # that tar is still the one its record describes: a failed run must not drop finished work from the manifest.
+        # A shard this run failed to redo keeps its earlier entry while that tar is still the one its record
+        # describes: a failed run must not drop finished work from the manifest.
         for t in st.tasks:
             old = st.previous.get(t.name)
             if t.name not in st.records and old is not None and st.store.size(old["tar"]) == old["bytes"]:
                 recs.append(old)
         recs.sort(key=lambda r: r["shard"])
         short = [s for r in recs for s in r.get("shortfall", [])]
-        shortfall: dict[str, int] = {}
+        per_class: dict[str, int] = {}
         for cls, _shot in short:
-            shortfall[str(cls)] = shortfall.get(str(cls), 0) + 1
-        extra = dict(spec_extra.get(st.job.uri, {}))
-        extra["shortfall"] = {"missing_samples": len(short), "per_class": shortfall}
-        extra["complete"] = not st.failed and len(recs) == len(st.tasks)
-        spec = {**st.job.identity(), "shots": st.job.shots, "clip": st.job.clip}
+            per_class[str(cls)] = per_class.get(str(cls), 0) + 1
+        fetch_cpu = float(st.extras.get("fetch", {}).get("cpu_seconds", 0.0))
+        st.cost = cost.collection_cost(recs, pricing, fetch_cpu)
+        extra = {
+            **st.extras,
+            "cost": st.cost,
+            "untrained_models": st.planned.untrained,
+            "shortfall": {"missing_samples": len(short), "per_class": per_class},
+            "complete": not st.failed and len(recs) == len(st.tasks),
+        }
+        job = st.job
+        spec = {**job.identity(), "shots": job.shots, "clip": job.clip, "source_ref": job.source_ref}
         mf.write_manifest(st.store, spec, recs, extra)
         failed.update(st.failed)
     if failed:
         raise ShardFailures(failed)
 
 
-def prefix_sums(state: CollectionState, clip_slug: str, shots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums over the first ``shots`` shots, read from the sidecars (a prefix of the shard list)."""
+def prefix_sums(state: CollectionState, shots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums over the first ``shots`` shots: the run's own sums at the full extent, else read from the
+    sidecars (a prefix of the shard list)."""
+    if shots >= state.job.shots:
+        return state.centroid_inputs()
     limit = shots * state.job.num_classes
     shards = [(t.name, t.slot_stop) for t in state.tasks if t.slot_start < limit]
-    return sidecar_class_sums(state.store, shards, clip_slug, state.job.num_classes, shots)
+    return sidecar_class_sums(state.store, shards, state.clip_slug, state.job.num_classes, shots)
+
+
+def shard_names(state: CollectionState, shots: int) -> list[str]:
+    """The shards that hold the first ``shots`` shots."""
+    limit = shots * state.job.num_classes
+    return [t.name for t in state.tasks if t.slot_start < limit]

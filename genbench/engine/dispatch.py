@@ -45,19 +45,10 @@ class _Worker:
     """The actor body: a ShardProcessor living in its own process, loading models once."""
 
     def __init__(self, threads: int | None = None):
-        logging.basicConfig(level=logging.WARNING)
-        # Model loading progress bars from every worker would drown the driver's own progress bar.
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-        try:
-            from diffusers.utils import logging as dlog
-            from transformers.utils import logging as tlog
+        from genbench.sources.resources import quiet_model_loading
 
-            dlog.disable_progress_bar()
-            tlog.disable_progress_bar()
-        except ImportError:
-            pass
+        logging.basicConfig(level=logging.WARNING)
+        quiet_model_loading()
         self.proc = ShardProcessor(threads=threads)
 
     def pid(self) -> int:
@@ -78,7 +69,8 @@ class Outcome:
 
 
 class WorkerPool:
-    """``workers`` actors, each with ``gpus`` GPUs (fractions allowed) or ``cpus`` CPUs when the cluster has no GPU."""
+    """``workers`` actors, each with ``gpus`` GPUs (fractions allowed) or ``cpus`` CPUs when the cluster has no GPU.
+    A context manager: the actors are killed when the ``with`` block ends, however it ends."""
 
     def __init__(self, workers: int | None = None, gpus: float | None = None, cpus: float = 1.0, max_restarts: int = 3):
         res = ray.cluster_resources()
@@ -186,6 +178,12 @@ class WorkerPool:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _short(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Planning: a collection spec -> shard tasks. Pure and deterministic (no Ray, no I/O beyond reading done-records)."""
+"""Planning: a collection -> its shard tasks. Pure and deterministic (no Ray, no I/O)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from genbench.shards.layout import Layout, shard_name
 
 @dataclass(frozen=True)
 class CollectionJob:
-    """Everything a worker needs to make one collection's samples; small and picklable (sent with every task)."""
+    """Everything a worker needs to make one collection's samples; small and picklable (sent with every task).
+
+    ``source`` is the kind (the directory's source part); ``source_ref`` the ``module:Class`` a worker imports;
+    ``spec`` the source's typed spec for this one collection; ``shots`` the collection's extent (what it holds on disk,
+    at least what the run asks for)."""
 
     dataset: str
-    source: str  # generated | original | retrieved
+    source: str
+    source_ref: str
+    spec: Any
     variant: str
     uri: str
     run_seed: int
@@ -23,9 +29,8 @@ class CollectionJob:
     clip: str | None
     data_root: str | None = None
     cache_dir: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     # fsspec options for the output filesystem (e.g. {"endpoint_url": ...} for an S3-compatible server); credentials
-    # should come from the environment or the cloud's metadata service, not from here.
+    # come from the environment or the cloud's metadata service, never from here.
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,18 +46,21 @@ class CollectionJob:
             "run_seed": self.run_seed,
             "num_classes": self.num_classes,
             "shard_size": self.shard_size,
-            "options": dict(self.options),
+            "options": self.spec.identity_options() if self.spec is not None else {},
         }
 
 
 @dataclass(frozen=True)
 class ShardTask:
+    """One shard to make (``embed_only``: its tar is done, only a CLIP model's sidecar is missing)."""
+
     job: CollectionJob
     shard_id: int
     slot_start: int
     slot_stop: int
     # Source-specific inputs per slot, e.g. the URL chosen for each (class, shot) of a retrieved collection.
     payload: tuple = ()
+    embed_only: bool = False
 
     @property
     def name(self) -> str:
@@ -70,3 +78,10 @@ def plan_collection(job: CollectionJob) -> list[ShardTask]:
     """Every shard of ``job`` at its shot count, in order."""
     layout = job.layout
     return [ShardTask(job, sid, *layout.slot_range(sid, job.shots)) for sid in range(layout.num_shards(job.shots))]
+
+
+def recorded_shots(records: dict[str, dict[str, Any]], num_classes: int) -> int:
+    """How many shots the shard records on disk cover (0 for a new collection): a later run that asks for fewer
+    still plans the collection at this extent, so its shards are recognised and scored as a prefix, never redone."""
+    stops = [int(r.get("slot_stop", 0)) for r in records.values() if isinstance(r.get("slot_stop"), int)]
+    return -(-max(stops) // num_classes) if stops else 0

@@ -7,14 +7,13 @@ which workers return per shard, so no pass over the images is needed here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from genbench.errors import GenbenchError
-
-
-def normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    n = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+from genbench.metrics import task
+from genbench.vectors import normalise
 
 
 def centroids(sums: np.ndarray, counts: np.ndarray, class_names: tuple[str, ...] | None = None) -> np.ndarray:
@@ -35,3 +34,13 @@ def cler_logits(test_emb: np.ndarray, cents: np.ndarray) -> np.ndarray:
 
 def cler_text_logits(test_emb: np.ndarray, cents: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     return test_emb.astype(np.float32) @ normalise(text_emb.astype(np.float32) + cents).T
+
+
+def score_cler(inputs: Any) -> float:
+    cents = centroids(inputs.sums, inputs.counts, inputs.dataset.classes)
+    return task.score(inputs.dataset.metric, inputs.labels, cler_logits(inputs.test_emb, cents))
+
+
+def score_cler_text(inputs: Any) -> float:
+    cents = centroids(inputs.sums, inputs.counts, inputs.dataset.classes)
+    return task.score(inputs.dataset.metric, inputs.labels, cler_text_logits(inputs.test_emb, cents, inputs.text_emb))

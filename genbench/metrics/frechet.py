@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -130,21 +130,22 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def load_inception(weights_path: str | Path | None, device: str | None = None):
     """torchvision's inception_v3 with its classifier removed (2048-d pool features), weights from a local
-    safetensors state dict (``fid.inception_weights`` in the config); nothing is downloaded and nothing is unpickled."""
+    safetensors state dict (``inception_weights`` in the config); nothing is downloaded and nothing is unpickled."""
     import torch
     import torchvision
     from safetensors.torch import load_file
 
     allowed = "a local .safetensors file holding a torchvision inception_v3 state dict"
     if weights_path is None or not Path(weights_path).is_file():
-        raise UsageError("fid.inception_weights", None if weights_path is None else str(weights_path), allowed)
+        raise UsageError("inception_weights", None if weights_path is None else str(weights_path), allowed)
     if Path(weights_path).suffix != ".safetensors":
-        raise UsageError("fid.inception_weights", str(weights_path), allowed + " (convert .pt/.pth once; we never unpickle)")
+        raise UsageError("inception_weights", str(weights_path), allowed + " (convert .pt/.pth once; we never unpickle)")
     model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.load_state_dict(load_file(str(weights_path)))
     model.fc = torch.nn.Identity()
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return model.eval().to(dev)
+    from genbench.models.device import resolve_device
+
+    return model.eval().to(resolve_device(device))
 
 
 def inception_features(images: Iterable, model, *, batch_size: int = 32, image_size: int = 299) -> np.ndarray:
@@ -153,7 +154,7 @@ def inception_features(images: Iterable, model, *, batch_size: int = 32, image_s
     FID is defined at 299; a smaller ``image_size`` (>= 75, Inception's minimum) only serves quick plumbing checks.
     """
     if image_size < 75:
-        raise UsageError("fid.image_size", image_size, "at least 75 (Inception-v3's minimum input); 299 for real FID")
+        raise ValueError(f"inception_features(image_size={image_size}): at least 75 (Inception-v3's minimum input); 299 for FID")
     import torch
     from torchvision.transforms.functional import normalize, pil_to_tensor, resize
 
@@ -195,3 +196,16 @@ def inception_fid(
     if min(len(fa), len(fb)) < 2048:
         log.warning("FID from %d and %d images: fewer than 2048 samples, the covariance is rank-deficient", len(fa), len(fb))
     return frechet_distance_features(fa, fb)
+
+
+def score_fd_clip(inputs: Any) -> float:
+    """The metric registry's scorer: Fréchet distance of the external and test CLIP embeddings."""
+    return frechet_distance_features(inputs.external().emb.astype(np.float64), inputs.test_emb.astype(np.float64))
+
+
+def score_fid(inputs: Any) -> float | None:
+    """The metric registry's scorer: Inception FID, streaming the external images from the tars and the test images."""
+    if inputs.images is None or not inputs.inception_weights:
+        return None
+    external_images, test_images = inputs.images()
+    return inception_fid(external_images, test_images, inputs.inception_weights)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from genbench.errors import UsageError
-from genbench.metrics.task import METRICS, score
+from genbench.metrics.task import METRICS
+from genbench.metrics.task import score as task_score
+from genbench.vectors import normalise
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ class ProbeResult:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from genbench.models.device import resolve_device
+
+    return resolve_device(None)
 
 
 def _as_tensor(a, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -212,7 +217,7 @@ class _Searcher:
         w, b = _fit(self.xt, self.yt, self.num_classes, 10.0**log_reg, self.multilabel, self.max_iter, init, self.tol)
         self.fits[log_reg] = (w, b)
         logits = torch.addmm(b, self.xv, w.t()).cpu().double().numpy()
-        s = score(self.metric, self.yv, logits)
+        s = task_score(self.metric, self.yv, logits)
         self.scores[log_reg] = s
         log.debug("probe search: reg=1e%.3f val %s=%.3f", log_reg, self.metric, s)
         return s
@@ -327,7 +332,7 @@ def linear_probe(
     logits_fit = torch.addmm(b, _as_tensor(test_x, dtype, dev), w.t()).cpu().double().numpy()
     logits = np.full((len(test_x), num_classes), _ABSENT_LOGIT, dtype=np.float64)
     logits[:, cols] = logits_fit
-    test_score = score(metric, test_y, logits)
+    test_score = task_score(metric, test_y, logits)
     return ProbeResult(
         score=test_score,
         metric=metric,
@@ -343,5 +348,18 @@ def linear_probe(
 def _normalise(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim != 2:
         raise UsageError(name, f"shape {x.shape}", "(N, D) embeddings")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return normalise(x)
+
+
+def score(inputs: Any) -> float:
+    """The metric registry's scorer: a probe on the collection's sidecar embeddings, scored on the real test split."""
+    ext, spec = inputs.external(), inputs.dataset
+    train_y = ext.cls
+    if spec.multilabel:
+        # Each external sample was made for one class: one-hot targets, scored one-vs-rest on multi-hot test labels.
+        train_y = np.eye(spec.num_classes, dtype=np.float32)[ext.cls]
+    res = linear_probe(ext.emb, train_y, inputs.test_emb, inputs.labels, spec.num_classes, spec.metric,
+                       multilabel=spec.multilabel, seed=inputs.seed)
+    if res.missing_classes:
+        log.warning("%s: linear probe: %d class(es) have no external data", inputs.label, len(res.missing_classes))
+    return res.score

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from genbench.metrics.cler import normalise
+from genbench.metrics import task
+from genbench.vectors import normalise
 
 
 def class_text_embeddings(clip: Any, class_names: tuple[str, ...], templates: tuple[str, ...]) -> np.ndarray:
@@ -18,3 +19,7 @@ def class_text_embeddings(clip: Any, class_names: tuple[str, ...], templates: tu
 
 def zeroshot_logits(test_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     return test_emb.astype(np.float32) @ text_emb.T
+
+
+def score(inputs: Any) -> float:
+    return task.score(inputs.dataset.metric, inputs.labels, zeroshot_logits(inputs.test_emb, inputs.text_emb))

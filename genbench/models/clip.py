@@ -8,21 +8,18 @@ measurements), ``hf-hub:org/repo``, ``local-dir:/path`` or a plain directory hol
 from __future__ import annotations
 
 import logging
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from genbench.errors import UsageError
+from genbench.models import refs
 from genbench.models.device import resolve_device
+from genbench.vectors import normalise
 
 log = logging.getLogger(__name__)
-
-ALLOWED_CLIP = "tiny, ARCH:TAG (e.g. ViT-B-32:openai), ARCH:random, hf-hub:org/repo, or a directory with open_clip_config.json"
 
 
 @dataclass
@@ -34,37 +31,31 @@ class _Resolved:
     quick_gelu: bool = False
 
 
-def _slugify(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
 def _resolve(ref: str, cache_dir: str | None) -> _Resolved:
     import open_clip
 
-    if not isinstance(ref, str) or not ref.strip():
-        raise UsageError("clip", ref, ALLOWED_CLIP)
+    refs.check_clip(ref)
+    slug = refs.clip_slug(ref)
     if ref == "tiny":
         from genbench.models.build import built_clip_dir
 
-        return _Resolved(f"local-dir:{built_clip_dir('tiny-clip', cache_dir)}", None, "tiny", True)
+        return _Resolved(f"local-dir:{built_clip_dir('tiny-clip', cache_dir)}", None, slug, True)
     if ref.startswith("hf-hub:"):
-        return _Resolved(ref, None, _slugify(ref[len("hf-hub:"):]), False)
-    local = ref[len("local-dir:"):] if ref.startswith("local-dir:") else ref
-    if os.path.isdir(local):
-        if not os.path.isfile(os.path.join(local, "open_clip_config.json")):
-            raise UsageError("clip", ref, "a directory must contain open_clip_config.json and weights (" + ALLOWED_CLIP + ")")
-        return _Resolved(f"local-dir:{local}", None, _slugify(Path(local).resolve().name), False)
+        return _Resolved(ref, None, slug, False)
+    local = refs.clip_local_dir(ref)
+    if local is not None:
+        return _Resolved(f"local-dir:{local}", None, slug, False)
     arch, _, tag = ref.partition(":")
     if arch not in open_clip.list_models():
-        raise UsageError("clip", ref, ALLOWED_CLIP)
+        raise UsageError("clip", ref, refs.ALLOWED_CLIP + f" (unknown architecture {arch!r})")
     if tag == "random":
-        return _Resolved(arch, None, _slugify(f"{arch}_random"), False)
+        return _Resolved(arch, None, slug, False)
     known = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in known:
         raise UsageError("clip", ref, f"a pretrained tag of {arch}: " + ", ".join(known + ["random"]))
     # OpenAI's weights were trained with QuickGELU while open_clip's plain ViT configs use GELU: follow the tag.
     quick = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
-    return _Resolved(arch, tag, _slugify(f"{arch}_{tag}"), False, quick_gelu=quick)
+    return _Resolved(arch, tag, slug, False, quick_gelu=quick)
 
 
 class ClipEncoder:
@@ -112,8 +103,7 @@ def _fmt(values: Any) -> str:
 
 def _unit(feats: torch.Tensor) -> np.ndarray:
     # Normalise in float32 whatever the compute dtype was, so rows are unit length to float32 precision.
-    feats = feats.float()
-    return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy().astype(np.float32, copy=False)
+    return normalise(feats.float().cpu().numpy())
 
 
 def load_clip(ref: str, device: str | None = None, cache_dir: str | None = None) -> ClipEncoder:
@@ -134,7 +124,7 @@ def load_clip(ref: str, device: str | None = None, cache_dir: str | None = None)
         if not (resolved.pretrained or resolved.model_name.startswith("hf-hub:")):
             raise
         # Weights to fetch, but offline (HF_HUB_OFFLINE=1) and not in the local cache, or no such repo.
-        raise UsageError("clip", ref, ALLOWED_CLIP + f" (loading failed: {str(e).splitlines()[0]})") from e
+        raise UsageError("clip", ref, refs.ALLOWED_CLIP + f" (loading failed: {str(e).splitlines()[0]})") from e
     model.eval()
     # For local-dir the tokenizer comes from the dir's config: a plain open_clip config means the bundled BPE vocabulary.
     tokenizer = open_clip.get_tokenizer(resolved.model_name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -19,14 +18,12 @@ import torch
 from PIL import Image
 
 from genbench.errors import UsageError
+from genbench.models import refs
 from genbench.models.device import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-ALLOWED_GENERATOR = ("tiny, null, random:<config> (e.g. random:sd21-base), a hub id such as "
-                     "stabilityai/stable-diffusion-2-1-base, or a local diffusers pipeline directory")
 SCHEDULERS = ("dpmsolver++", "default")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ImageGenerator:
@@ -42,7 +39,7 @@ class ImageGenerator:
                  weighted: bool = False) -> list[Image.Image]:
         """One RGB image per prompt; sample i depends only on (prompt i, negative i, seed i) and the call's settings.
 
-        ``weighted=True`` reads the emphasis syntax of :mod:`genbench.prompt_weighting` (``((cat))``, ``[x]``,
+        ``weighted=True`` reads the emphasis syntax of :mod:`genbench.prompts.weighting` (``((cat))``, ``[x]``,
         ``(x:1.3)``) in prompts and negatives and conditions on weighted embeddings (the RD strategy); otherwise the
         text goes to the pipeline verbatim (brackets in a class name are just text).
         """
@@ -124,7 +121,7 @@ class DiffusersGenerator(ImageGenerator):
         common = dict(num_inference_steps=int(steps), guidance_scale=float(guidance_scale), generator=generators,
                       output_type="pil")
         if weighted:
-            from genbench.prompt_weighting import weighted_prompt_embeds
+            from genbench.prompts.weighting import weighted_prompt_embeds
 
             tok, enc = self.pipe.tokenizer, self.pipe.text_encoder
             common["prompt_embeds"] = weighted_prompt_embeds(tok, enc, list(prompts), device=self.device)
@@ -145,25 +142,13 @@ class DiffusersGenerator(ImageGenerator):
 
 
 def _resolve_path(ref: str, cache_dir: str | None) -> tuple[str, bool]:
-    """(path or hub id for from_pretrained, is_tiny)."""
+    """(path or hub id for from_pretrained, is_tiny), by the rules of :func:`genbench.models.refs.resolve_generator`."""
     from genbench.models.build import built_pipeline_dir
-    from genbench.models.cache import CONFIG_DIR
 
-    if ref == "tiny":
-        return str(built_pipeline_dir("tiny-sd", cache_dir)), True
-    if ref.startswith("random:"):
-        name = ref[len("random:"):]
-        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.json") if p.stem not in ("tiny-clip",))
-        if name not in shipped:
-            raise UsageError("generator", ref, "random:<config> with config one of " + ", ".join(shipped))
-        return str(built_pipeline_dir(name, cache_dir)), name.startswith("tiny")
-    if os.path.isdir(ref):
-        if not os.path.isfile(os.path.join(ref, "model_index.json")):
-            raise UsageError("generator", ref, "a diffusers pipeline directory (with model_index.json); " + ALLOWED_GENERATOR)
-        return ref, False
-    if _HUB_ID.match(ref):
-        return ref, False
-    raise UsageError("generator", ref, ALLOWED_GENERATOR)
+    kind, value = refs.resolve_generator(ref)
+    if kind in ("tiny", "random"):
+        return str(built_pipeline_dir(value, cache_dir)), value.startswith("tiny")
+    return value, False
 
 
 def _set_scheduler(pipe: Any, scheduler: str) -> None:
@@ -179,7 +164,7 @@ def load_generator(ref: str, device: str | None = None, dtype: str | None = None
                    scheduler: str = "dpmsolver++", compile: bool = False) -> ImageGenerator:
     """Load a generator by reference (see module docstring). GPU default dtype is bf16, CPU always float32 unless asked."""
     if not isinstance(ref, str) or not ref.strip():
-        raise UsageError("generator", ref, ALLOWED_GENERATOR)
+        raise UsageError("generator", ref, refs.ALLOWED_GENERATOR)
     if scheduler not in SCHEDULERS:
         raise UsageError("scheduler", scheduler, SCHEDULERS)
     dev = resolve_device(device)
@@ -196,7 +181,7 @@ def load_generator(ref: str, device: str | None = None, dtype: str | None = None
         pipe = AutoPipelineForText2Image.from_pretrained(path, **kwargs)
     except OSError as e:
         # Offline (HF_HUB_OFFLINE=1) and not in the local HF cache, or no such repo.
-        raise UsageError("generator", ref, ALLOWED_GENERATOR + f" (loading failed: {str(e).splitlines()[0]})") from e
+        raise UsageError("generator", ref, refs.ALLOWED_GENERATOR + f" (loading failed: {str(e).splitlines()[0]})") from e
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # benchmark data is filtered downstream; the checker also blacks out images
     _set_scheduler(pipe, scheduler)

@@ -11,7 +11,7 @@ from genbench.errors import UsageError
 from genbench.report import plots
 from genbench.report.document import Block, Bullets, Heading, Notice, Para, Simple, to_html, to_markdown
 from genbench.report.load import merge_results
-from genbench.report.markdown import TINY_NOTICE
+from genbench.report.records import notice, untrained
 from genbench.report.tables import dataset_table, fmt, series_key, series_labels
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,12 @@ def _cost(records: list[dict[str, Any]]) -> list[Block]:
             continue
         c = r.get("cost") or {}
         seen[k] = [r["dataset"], labels[series_key(r)], str(c.get("device", "-")), fmt(c.get("device_seconds")),
-                   fmt(c.get("gpu_seconds")), fmt(c.get("usd_per_image"))]
+                   fmt(c.get("gpu_seconds")), fmt(c.get("cpu_seconds")), fmt(c.get("usd_per_image"))]
     return [
         Heading(2, "Cost"),
-        Para("Ours: measured device-seconds of each collection times the run's price table, per image. On a CPU the "
-             "seconds are CPU seconds (gpu_seconds is 0)."),
-        Simple(["dataset", "source / strategy", "device", "device s", "GPU s", "USD/image"], sorted(seen.values())),
+        Para("Ours: measured GPU-seconds of each collection at the GPU instance's price plus its CPU-seconds (a CPU "
+             "worker's core-seconds, retrieval's download and decode time) at the CPU instance's price, per image."),
+        Simple(["dataset", "source / strategy", "device", "device s", "GPU s", "CPU s", "USD/image"], sorted(seen.values())),
         Para("The paper's Table 1 for comparison:"),
         Simple(["source", "USD per image (paper, Table 1)"], [[k, f"{v:.2e}"] for k, v in PAPER_USD_PER_IMAGE.items()]),
         Para(f"{PAPER_NOTE} (paper text: {PAPER_TEXT_USD_PER_IMAGE:.2e} USD per generated image)"),
@@ -76,7 +76,7 @@ def build_report(results_dirs: list[str], out_dir: str) -> dict[str, Any]:
     count) and write report.md, report.html and the figures as PNGs into ``out_dir`` (a local directory).
 
     Returns ``{"report_md", "report_html", "records", "sources", "plots": [{kind, file, title, alt}],
-    "skipped": [{kind, title, reason}], "notes", "tiny_models"}``.
+    "skipped": [{kind, title, reason}], "notes", "untrained_models"}``.
     """
     if "://" in out_dir and not out_dir.startswith("file://"):
         raise UsageError("--out", out_dir, "a local directory (the HTML refers to its PNGs by relative path)")
@@ -90,11 +90,11 @@ def build_report(results_dirs: list[str], out_dir: str) -> dict[str, Any]:
     shots = plots.shot_curves(records, out_dir, colours)
     quality = plots.quality_scatter(records, out_dir, colours)
     mts = plots.mts_scatter(records, out_dir, colours)
-    tiny = any(r.get("tiny_models") for r in records)
+    warning = notice(records)
 
     blocks: list[Block] = [Heading(1, TITLE)]
-    if tiny:
-        blocks.append(Notice(TINY_NOTICE))
+    if warning:
+        blocks.append(Notice(warning))
     blocks.append(Para(f"{len(records)} result record(s) from: {', '.join(merged.files)}."))
     if merged.notes:
         blocks.append(Bullets(merged.notes))
@@ -121,5 +121,5 @@ def build_report(results_dirs: list[str], out_dir: str) -> dict[str, Any]:
         "plots": [{"kind": p.kind, "file": os.path.join(out_dir, p.file), "title": p.title, "alt": p.alt} for p in drawn],
         "skipped": [{"kind": p.kind, "title": p.title, "reason": p.skipped} for p in every if not p.file],
         "notes": merged.notes,
-        "tiny_models": tiny,
+        "untrained_models": any(untrained(r) for r in records),
     }

@@ -4,11 +4,21 @@ say the same thing."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, field
+from typing import Any, Union
 
-from genbench.report.plots import Plot
 from genbench.report.tables import BEST, SECOND, Table, table_markdown
+
+
+@dataclass
+class Plot:
+    kind: str  # "gain", "shots", "quality", "mts"
+    title: str
+    file: str | None = None  # name relative to the report's directory
+    alt: str = ""
+    caption: str = ""
+    skipped: str | None = None  # why no file was drawn
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -24,7 +34,7 @@ class Para:
 
 @dataclass
 class Notice:
-    """A warning the reader must not miss (tiny models)."""
+    """A warning the reader must not miss (untrained models)."""
 
     text: str
 

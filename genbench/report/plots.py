@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from genbench.models.refs import slugify
+from genbench.report.document import Plot
 from genbench.report.tables import SCORE_TITLES, finite, series_key, series_labels
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,9 @@ MEASURE_AXIS = {
 }
 
 
-@dataclass
-class Plot:
-    kind: str  # "gain", "shots", "quality", "mts"
-    title: str
-    file: str | None = None  # name relative to the report's directory
-    alt: str = ""
-    caption: str = ""
-    skipped: str | None = None  # why no file was drawn
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "x"
+    """A figure's file name part."""
+    return slugify(name, keep="_.-", sep="-")
 
 
 def _figure(width: float, height: float) -> Figure:

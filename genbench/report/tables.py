@@ -7,18 +7,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-SCORE_COLUMNS = ("zeroshot", "cler", "cler_text", "linear_probe", "clip_score", "fd_clip", "fid")
-SCORE_TITLES = {
-    "zeroshot": "zero-shot",
-    "cler": "CLER",
-    "cler_text": "CLER+text",
-    "linear_probe": "linear probe",
-    "clip_score": "CLIP score",
-    "fd_clip": "FD (CLIP)",
-    "fid": "FID (Inception)",
-}
+from genbench.metrics.registry import METRICS
+
+SCORE_COLUMNS = tuple(m.name for m in METRICS)
+SCORE_TITLES = {m.name: m.title for m in METRICS}
 # Distances: smaller means the external data is closer to the real test images.
-LOWER_IS_BETTER = frozenset({"fd_clip", "fid"})
+LOWER_IS_BETTER = frozenset(m.name for m in METRICS if m.lower_is_better)
 
 BEST, SECOND = "best", "second"
 
@@ -85,6 +79,19 @@ def fmt(v: Any) -> str:
     if isinstance(v, str):
         return v
     return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+
+
+def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The run summary's columns (a score column only where some record has it) and one row per record."""
+    cols = [c for c in SCORE_COLUMNS if any(c in r.get("scores", {}) for r in records)]
+    header = ["dataset", "source", "generator", "strategy", "shots", "n_train", "metric", *cols, "USD/image"]
+    rows = [
+        [r["dataset"], r["source"], r.get("generator") or "-", r.get("strategy") or "-", str(r["shots"]),
+         str(r["n_train"]), r["metric"], *[fmt(r["scores"].get(c)) for c in cols],
+         fmt((r.get("cost") or {}).get("usd_per_image"))]
+        for r in records
+    ]
+    return header, rows
 
 
 def dataset_table(title: str, records: list[dict[str, Any]]) -> Table:

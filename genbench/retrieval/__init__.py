@@ -1,17 +1,3 @@
-"""The retrieval baseline: a LAION-style caption index (index.py) and per-class text-to-text queries with
-deduplication and mean text similarity (query.py). No Ray here: the engine wraps these callables."""
-
-from genbench.retrieval.index import CaptionIndex, IndexInfo, build_index, build_index_from_embeddings, open_index
-from genbench.retrieval.query import RetrievalPlan, fill_shots, mean_text_similarity, retrieve
-
-__all__ = [
-    "CaptionIndex",
-    "IndexInfo",
-    "RetrievalPlan",
-    "build_index",
-    "build_index_from_embeddings",
-    "fill_shots",
-    "mean_text_similarity",
-    "open_index",
-    "retrieve",
-]
+"""Retrieval, all Ray-free: a LAION-style caption index (index, build), per-class text-to-text queries with
+deduplication and mean text similarity (query), safe fetching (fetch), the download cache (staging), the Ray Data batch
+callable (download) and slot assignment (assign). The engine runs these callables on the cluster."""

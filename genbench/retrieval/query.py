@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from genbench.errors import UsageError
-from genbench.retrieval.index import CaptionIndex, normalise_rows
+from genbench.retrieval.index import CaptionIndex
+from genbench.vectors import normalise
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,12 @@ def class_queries(clip: Any, classes: Sequence[str], templates: Sequence[str]) -
     """(C, D) normalised query vectors, one per class (mean over :func:`class_query_texts`)."""
     per = [class_query_texts(n, templates) for n in classes]
     flat = [t for texts in per for t in texts]
-    emb = normalise_rows(clip.encode_texts(flat))
+    emb = normalise(np.asarray(clip.encode_texts(flat), dtype=np.float32))
     out, pos = [], 0
     for texts in per:
         out.append(emb[pos : pos + len(texts)].mean(axis=0))
         pos += len(texts)
-    return normalise_rows(np.stack(out))
+    return np.ascontiguousarray(normalise(np.stack(out)), dtype=np.float32)
 
 
 def retrieve(
@@ -189,17 +190,3 @@ def mean_text_similarity(plan: RetrievalPlan) -> tuple[list[float], float]:
     per_class = [float(np.mean(c.top_similarities)) if c.top_similarities else float("nan") for c in plan.classes]
     finite = [v for v in per_class if np.isfinite(v)]
     return per_class, float(np.mean(finite)) if finite else float("nan")
-
-
-def fill_shots(plan: RetrievalPlan, ok_urls: Iterable[str]) -> tuple[dict[int, list[Candidate]], dict[int, int]]:
-    """After downloading: per class the first ``shots`` candidates (by similarity) whose URL arrived, and every class
-    that stays short, with how many it got."""
-    ok = set(ok_urls)
-    chosen: dict[int, list[Candidate]] = {}
-    short: dict[int, int] = {}
-    for c in plan.classes:
-        got = [x for x in c.candidates if x.url in ok][: plan.shots]
-        chosen[c.cls] = got
-        if len(got) < plan.shots:
-            short[c.cls] = len(got)
-    return chosen, short

@@ -67,25 +67,27 @@ def load_records(store: Store) -> dict[str, dict[str, Any]]:
     return out
 
 
-def shard_is_done(
+def shard_status(
     store: Store,
     record: dict[str, Any] | None,
     slots: tuple[int, int],
     clip_slugs: list[str],
     verify: str = "sha256",
-) -> bool:
-    """Done = a record for exactly these slots, a tar of the recorded size (and sha256), and every wanted sidecar."""
+) -> str:
+    """``"done"``: a record for exactly these slots, a tar of the recorded size (and sha256) and every wanted sidecar;
+    ``"embed"``: all of that but a wanted sidecar (a CLIP model added later: only embedding is left to do);
+    ``"make"``: anything else."""
     if record is None or (record.get("slot_start"), record.get("slot_stop")) != tuple(slots):
-        return False
+        return "make"
     shard = record["shard"]
     if store.size(record["tar"]) != record["bytes"]:
-        return False
-    if any(not store.exists(sidecar_rel(s, shard)) for s in clip_slugs):
-        return False
+        return "make"
     if verify == "sha256" and store.sha256(record["tar"]) != record["sha256"]:
         log.warning("shard %s: sha256 mismatch, will redo it", shard)
-        return False
-    return True
+        return "make"
+    if any(not store.exists(sidecar_rel(s, shard)) for s in clip_slugs):
+        return "embed"
+    return "done"
 
 
 def invalidate(store: Store, shard_id: int) -> None:

@@ -1,14 +1,16 @@
-"""Reading a collection's embeddings back from its sidecars, for scores that need more than class sums."""
+"""Reading a collection back: embeddings and class sums from its sidecars, samples and images from its tars."""
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from genbench.shards.schema import parse_key
+from genbench.shards.schema import IMAGE_FORMATS, Sample, decode_image, parse_key
 from genbench.shards.sidecar import FIXED_SCALE, class_sums, read_class_embeddings, sidecar_rel, table_to_arrays, to_fixed
 from genbench.shards.store import Store
 
@@ -49,9 +51,11 @@ def read_external(store: Store, shard_names: list[str], clip_slug: str, shots: i
 
 
 def sidecar_class_sums(
-    store: Store, shards: list[tuple[str, int]], clip_slug: str, num_classes: int, shots: int | None = None
+    store: Store, shards: list[tuple[str, int]], clip_slug: str, num_classes: int, shots: int | None = None,
+    fixed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums (float64, from an order-independent fixed-point reduction) and counts over sidecars.
+    """Per-class sums and counts over sidecars, reduced in int64 fixed point so the total does not depend on order:
+    float64 (C, D) sums, or the fixed-point int64 ones themselves with ``fixed``.
 
     ``shards`` is [(name, slot_stop)] in order; with ``shots``, shards wholly past the prefix are skipped and only the
     one that straddles it is filtered by key.
@@ -62,15 +66,38 @@ def sidecar_class_sums(
     for name, slot_stop in shards:
         straddles = limit is not None and slot_stop > limit
         cls, emb = read_class_embeddings(store.read_bytes(sidecar_rel(clip_slug, name)), shots if straddles else None)
-        if len(cls) == 0:
-            if straddles:
-                break
-            continue
-        s, c = class_sums(cls, emb, num_classes)
-        total = to_fixed(s) if total is None else total + to_fixed(s)
-        counts += c
+        if len(cls):
+            s, c = class_sums(cls, emb, num_classes)
+            total = to_fixed(s) if total is None else total + to_fixed(s)
+            counts += c
         if straddles:
             break  # shards are in shot-major order: nothing after the straddling shard is in the prefix
     if total is None:
-        return np.zeros((num_classes, 1)), counts
-    return total.astype(np.float64) / FIXED_SCALE, counts
+        return np.zeros((num_classes, 1), dtype=np.int64 if fixed else np.float64), counts
+    return (total, counts) if fixed else (total.astype(np.float64) / FIXED_SCALE, counts)
+
+
+def read_samples(store: Store, shard: str) -> list[Sample]:
+    """The samples of ``shard``.tar as written (image bytes untouched), parsed by webdataset's tar iterators from the
+    store's own file object (so any fsspec filesystem works)."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    out = []
+    with store.open(f"{shard}.tar") as f:
+        samples = list(group_by_keys({**item, "__url__": shard} for item in tar_file_iterator(f)))
+    for s in samples:
+        ext = next((e for e in IMAGE_FORMATS if e in s), None)
+        if ext is None:
+            raise ValueError(f"{store.url(shard + '.tar')}: sample {s['__key__']} holds no image")
+        cls, shot = parse_key(s["__key__"])
+        meta = {k: v for k, v in json.loads(s["json"]).items() if k not in ("key", "cls", "shot")} if "json" in s else {}
+        out.append(Sample(cls, shot, s[ext], ext, meta))
+    return out
+
+
+def iter_images(store: Store, shards: list[str], shots: int | None = None) -> Iterator:
+    """Decoded RGB images of ``shards`` in order (only shots < ``shots`` when given), one at a time."""
+    for shard in shards:
+        for sample in read_samples(store, shard):
+            if shots is None or sample.shot < shots:
+                yield decode_image(sample.image)

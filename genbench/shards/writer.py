@@ -50,6 +50,15 @@ def write_tar(store: Store, shard: str, samples: list[Sample]) -> tuple[int, str
     return size, h.hexdigest()
 
 
+def write_sidecars(store: Store, shard: str, samples: list[Sample], embeddings: dict[str, np.ndarray],
+                    extra_columns: dict[str, dict[str, np.ndarray]] | None) -> None:
+    keys = [s.key for s in samples]
+    cls = np.array([s.cls for s in samples], dtype=np.int32)
+    for slug, emb in embeddings.items():
+        extra = (extra_columns or {}).get(slug)
+        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb, extra))
+
+
 def commit_shard(
     store: Store,
     shard_id: int,
@@ -61,11 +70,8 @@ def commit_shard(
     """Write tar, then one sidecar per CLIP slug in ``embeddings`` (rows aligned with ``samples``), then the record."""
     shard = shard_name(shard_id)
     size, digest = write_tar(store, shard, samples)
+    write_sidecars(store, shard, samples, embeddings, extra_columns)
     keys = [s.key for s in samples]
-    cls = np.array([s.cls for s in samples], dtype=np.int32)
-    for slug, emb in embeddings.items():
-        extra = (extra_columns or {}).get(slug)
-        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb, extra))
     record = {
         **record,
         "shard": shard,
@@ -76,5 +82,22 @@ def commit_shard(
         "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "embeddings": sorted(embeddings),
     }
+    store.write_bytes(stats_rel(shard), json.dumps(record, sort_keys=True).encode())
+    return record
+
+
+def commit_sidecars(
+    store: Store,
+    record: dict[str, Any],
+    samples: list[Sample],
+    embeddings: dict[str, np.ndarray],
+    extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """Add sidecars to a committed shard whose tar stays as it is (a CLIP model added later): the sidecars first, then
+    the record rewritten with the new sidecars listed (and ``changes``)."""
+    shard = record["shard"]
+    write_sidecars(store, shard, samples, embeddings, extra_columns)
+    record = {**record, **changes, "embeddings": sorted(set(record.get("embeddings", [])) | set(embeddings))}
     store.write_bytes(stats_rel(shard), json.dumps(record, sort_keys=True).encode())
     return record

@@ -6,37 +6,50 @@ is the first 5 of the 10-shot set, and a class with fewer than k images gives al
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
+from genbench import validate
 from genbench.catalog.loaders.base import SplitData
 from genbench.seeds import sample_seed
-from genbench.shards.schema import Sample, encode_image
+from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
+from genbench.sources.base import CheckContext, ShardSamples, Source, SourceSpec, option
 
 
-def class_order(split: SplitData, dataset: str, cls: int, run_seed: int, _cache: dict | None = None) -> np.ndarray:
+@dataclass(frozen=True, kw_only=True)
+class OriginalSpec(SourceSpec):
+    # Originals are real images: PNG keeps their pixels exactly.
+    image_format: str = option("png", validate.one_of(*IMAGE_FORMATS), token="{}", always=True)
+    jpeg_quality: int = option(95, validate.ints(1, 100), token="q{}", always=True)
+
+    def base_name(self) -> str:
+        return "kshot"
+
+
+def class_order(split: SplitData, dataset: str, cls: int, run_seed: int, cache: dict | None = None) -> np.ndarray:
     """The seeded order of class ``cls``'s training indices (shot j = element j)."""
     key = (id(split), dataset, cls, run_seed)
-    if _cache is not None and key in _cache:
-        return _cache[key]
+    if cache is not None and key in cache:
+        return cache[key]
     per_class = split.class_indices()
     members = per_class[cls] if cls < len(per_class) else np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(sample_seed(run_seed, dataset, cls, 0, purpose="kshot-order"))
     order = members[rng.permutation(len(members))]
-    if _cache is not None:
-        _cache[key] = order
+    if cache is not None:
+        cache[key] = order
     return order
 
 
-def produce(
-    split: SplitData,
-    dataset: str,
-    class_names: tuple[str, ...],
-    members: list[tuple[int, int]],
-    run_seed: int,
-    image_format: str = "png",
-    quality: int = 95,
-    order_cache: dict | None = None,
-) -> tuple[list[Sample], list[tuple[int, int]]]:
+def shot_orders(resources: Any) -> dict:
+    """The per-worker cache of class orders (one permutation per class, reused by every shard)."""
+    return resources.cached(("kshot-orders",), dict)
+
+
+def produce_originals(split: SplitData, dataset: str, class_names: tuple[str, ...], members: list[tuple[int, int]],
+                      run_seed: int, image_format: str = "png", quality: int = 95,
+                      order_cache: dict | None = None) -> ShardSamples:
     """Samples for the (class, shot) slots in ``members``; slots past a class's supply are returned as shortfall."""
     samples, short = [], []
     for cls, shot in members:
@@ -53,4 +66,26 @@ def produce(
             "original": split.ref(idx),
         }
         samples.append(Sample(cls, shot, encode_image(split.image(idx), image_format, quality), image_format, meta))
-    return samples, short
+    return ShardSamples(samples, short)
+
+
+class OriginalSource(Source):
+    kind = "original"
+    spec_type = OriginalSpec
+
+    def check(self, spec: OriginalSpec, where: str, ctx: CheckContext) -> None:
+        pass  # the train split is opened by the run's data check (needs_train_split)
+
+    def needs_train_split(self, spec: OriginalSpec) -> bool:
+        return True
+
+    def warm(self, job: Any, resources: Any) -> None:
+        resources.split(job.dataset, "train", job.data_root)
+
+    def produce(self, task: Any, resources: Any) -> ShardSamples:
+        from genbench.catalog import get_dataset
+
+        job, spec = task.job, task.job.spec
+        split = resources.split(job.dataset, "train", job.data_root)
+        return produce_originals(split, job.dataset, get_dataset(job.dataset).classes, task.members(), job.run_seed,
+                                 spec.image_format, spec.jpeg_quality, shot_orders(resources))

@@ -1,18 +1,152 @@
-"""Retrieved data: downloaded candidates assigned to (class, shot) slots, decoded, resized and encoded as samples.
+"""Retrieved data: per-class text-to-text search in a caption index, downloads into the collection's cache, and
+downloaded images assigned to (class, shot) slots, then decoded, resized and encoded as samples.
 
-Slot assignment happens once the downloads are known: shot k of class c is the k-th candidate of c (by caption
-similarity) whose download succeeded. Given the same download outcomes (cached in the collection's staging area)
-every rerun assigns the same URL to the same slot, so shard identity is deterministic and nothing is fetched twice.
+The driver plans (:meth:`RetrievedSource.plan_slots`): query the index with the run's CLIP text encoder, download the
+candidates not cached yet (the engine hands in a function that runs the downloads on the cluster), assign arrived URLs
+to slots (:mod:`genbench.retrieval.assign`, stable across runs) and attach each shard's slots to its task. A worker
+produces: it reads its URLs' bytes from the cache, never from the network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
-from genbench.shards.schema import Sample, encode_image
+from genbench import validate
+from genbench.models.refs import index_slug
+from genbench.retrieval import staging
+from genbench.retrieval.fetch import FetchPolicy, parse_policy
+from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
+from genbench.sources.base import CheckContext, PlanContext, ShardSamples, SlotPlan, Source, SourceSpec, option
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrievedSpec(SourceSpec):
+    """A caption index to search (``genbench index build``) and how to fetch and store what it finds."""
+
+    index: str = option(check=validate.texts("the directory (or fsspec URL) of a caption index"), identity=False,
+                        help="the directory of a caption index built with `genbench index build`")
+    index_id: str = option("", identity=True, always=True, internal=True)
+    oversample: float = option(3.0, validate.nums(1.0, 100.0), token="os{}", always=True)
+    image_size: int | None = option(None, validate.ints(8, 4096, optional=True), token="px{}", always=True)
+    image_format: str = option("jpg", validate.one_of(*IMAGE_FORMATS), token="{}", always=True)
+    jpeg_quality: int = option(95, validate.ints(1, 100), token="q{}", always=True)
+    allow_addresses: tuple[str, ...] = option((), validate.cidrs, identity=False)
+    fetch: dict[str, Any] | None = option(None, identity=False)
+
+    def policy(self, where: str = "fetch") -> FetchPolicy:
+        return parse_policy(self.fetch, where, self.allow_addresses)
+
+    def validate(self, where: str, datasets: tuple[str, ...]) -> None:
+        self.policy(f"{where}.fetch")
+
+    def identity_options(self) -> dict[str, Any]:
+        opts = super().identity_options()
+        opts["index"] = opts.pop("index_id")
+        return opts
+
+    def base_name(self) -> str:
+        return f"{index_slug(self.index)}-{self.index_id[:8]}"
+
+
+class RetrievedSource(Source):
+    kind = "retrieved"
+    spec_type = RetrievedSpec
+
+    def check(self, spec: RetrievedSpec, where: str, ctx: CheckContext) -> None:
+        from genbench.retrieval.index import check_built_with, read_info
+
+        info, _ = read_info(spec.index, ctx.storage_options, f"{where}.index")
+        check_built_with(info, ctx.clip, ctx.clip_slug, f"{where}.index", spec.index)
+
+    def resolve(self, spec: RetrievedSpec, ctx: CheckContext) -> RetrievedSpec:
+        from genbench.retrieval.index import read_info
+
+        index = spec.index if "://" in spec.index else os.path.abspath(spec.index)
+        _, ident = read_info(index, ctx.storage_options)
+        return replace(spec, index=index, index_id=ident)
+
+    def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],
+                   ctx: PlanContext) -> SlotPlan:
+        from genbench.catalog import get_dataset
+        from genbench.retrieval.assign import assign_slots, payload, short_classes
+        from genbench.retrieval.index import open_index
+        from genbench.retrieval.query import mean_text_similarity, retrieve
+
+        spec: RetrievedSpec = job.spec
+        where = staging.staging_dir_of(job.uri)
+        dataset = get_dataset(job.dataset)
+        index = open_index(spec.index, storage_options=job.storage_options)
+        plan = retrieve(index, ctx.clip, dataset.classes, dataset.templates, job.shots, oversample=spec.oversample)
+        wanted = list(dict.fromkeys(plan.url_table().column("url").to_pylist()))
+        outcomes = staging.read_outcomes(where, job.storage_options)
+        todo = [u for u in wanted if u not in outcomes or not outcomes[u].final]
+        t0 = time.perf_counter()
+        if todo:
+            log.info("%s: downloading %d candidate URL(s) (%d cached)", job.uri, len(todo), len(wanted) - len(todo))
+            ctx.download(todo, where, dataclasses.asdict(spec.policy()), job.storage_options, ctx.progress)
+            outcomes = staging.read_outcomes(where, job.storage_options)
+        wall = time.perf_counter() - t0
+
+        arrived = [u for u in wanted if u in outcomes and outcomes[u].ok]
+        slots = assign_slots(plan, arrived, staging.read_assignment(where, job.storage_options), job.shots)
+        staging.write_assignment(where, slots, job.storage_options)
+        parts = {u: outcomes[u].part for u in arrived}
+        tasks = [replace(t, payload=payload(slots, t.members(), parts)) for t in pending]
+        # A finished shard with empty slots that can now be filled (a host came back) is made again.
+        redo = [replace(t, payload=payload(slots, t.members(), parts)) for t, record in done
+                if any(tuple(s) in slots for s in record.get("shortfall", []))]
+
+        short = short_classes(slots, job.num_classes, job.shots)
+        if short:
+            log.warning("%s: %d class(es) stay short after dead links: %s", job.uri, len(short),
+                        ", ".join(f"{c}: {k}/{job.shots}" for c, k in sorted(short.items())[:10]))
+        kinds = Counter(outcomes[u].kind for u in wanted if u in outcomes)
+        per_class, mts = mean_text_similarity(plan)
+        extras = {
+            "retrieval": {**plan.to_json(), "download_wall_s": round(wall, 3)},
+            "fetch": {"candidates": len(wanted), "kinds": dict(sorted(kinds.items())),
+                      "cpu_seconds": float(sum(outcomes[u].cpu_s for u in wanted if u in outcomes))},
+            "short_classes": {str(c): k for c, k in sorted(short.items())},
+            "mts": mts,
+            "mts_per_class": per_class,
+        }
+        return SlotPlan(tasks, redo, extras)
+
+    def produce(self, task: Any, resources: Any) -> ShardSamples:
+        from genbench.catalog import get_dataset
+
+        job, spec = task.job, task.job.spec
+        slots = list(task.payload)
+        images = staging.read_images(staging.staging_dir_of(job.uri), {cand["url"]: cand["part"] for _, _, cand in slots},
+                                     job.storage_options)
+        names = get_dataset(job.dataset).classes
+        samples = []
+        for cls, shot, cand in slots:
+            image = fit_image(images[cand["url"]], spec.image_size)
+            meta = {
+                "dataset": job.dataset,
+                "source": "retrieved",
+                "class_name": names[cls],
+                "url": cand["url"],
+                "caption": cand["caption"],
+                "similarity": round(float(cand["similarity"]), 6),
+                "index_id": int(cand["id"]),
+            }
+            samples.append(Sample(cls, shot, encode_image(image, spec.image_format, spec.jpeg_quality),
+                                  spec.image_format, meta))
+        filled = {(c, k) for c, k, _ in slots}
+        return ShardSamples(samples, [m for m in task.members() if m not in filled])
 
 
 def fit_image(data: bytes, size: int | None) -> Image.Image:
@@ -27,29 +161,3 @@ def fit_image(data: bytes, size: int | None) -> Image.Image:
         left, top = (w - size) // 2, (h - size) // 2
         img = img.crop((left, top, left + size, top + size))
     return img
-
-
-def produce(
-    dataset: str,
-    class_names: tuple[str, ...],
-    slots: list[tuple[int, int, dict[str, Any]]],
-    images: dict[str, bytes],
-    image_size: int | None,
-    image_format: str = "jpg",
-    quality: int = 95,
-) -> list[Sample]:
-    """Samples for ``slots`` = [(cls, shot, {url, caption, similarity, id})], bytes looked up in ``images`` by URL."""
-    samples = []
-    for cls, shot, cand in slots:
-        image = fit_image(images[cand["url"]], image_size)
-        meta = {
-            "dataset": dataset,
-            "source": "retrieved",
-            "class_name": class_names[cls],
-            "url": cand["url"],
-            "caption": cand["caption"],
-            "similarity": round(float(cand["similarity"]), 6),
-            "index_id": int(cand["id"]),
-        }
-        samples.append(Sample(cls, shot, encode_image(image, image_format, quality), image_format, meta))
-    return samples

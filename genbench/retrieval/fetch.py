@@ -15,8 +15,8 @@ Caveat: requests resolves the host again when it connects, so a DNS answer that 
 connection (DNS rebinding) is not caught here; clusters that need that guarantee should also block private ranges at the
 network layer (egress policy).
 
-The callables here are plain functions and a picklable class, so they run in-process and inside Ray Data
-``map_batches`` (:class:`Fetcher`) unchanged.
+The callables here are plain functions, so they run in-process and inside a Ray Data ``map_batches`` callable
+(:class:`genbench.retrieval.download.FetchBatch`) unchanged.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image, ImageFile
 
+from genbench import validate
 from genbench.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,35 @@ KEPT_FORMATS = ("JPEG", "PNG", "WEBP")
 _CHUNK = 64 * 1024
 
 
+def _deadline(value: Any, where: str) -> float | None:
+    return None if value is None else validate.number(value, where, 0.0, 3600.0, lo_open=True)
+
+
+# Bounds of each configurable limit (``sources[i].fetch.<name>`` in a config).
+_POLICY_CHECKS: dict[str, validate.Check] = {
+    "timeout_s": validate.nums(0.0, 600.0, lo_open=True),
+    "max_bytes": validate.ints(1, 2**31),
+    "max_pixels": validate.ints(1, 2**31),
+    "retries": validate.ints(0, 10),
+    "backoff_s": validate.nums(0.0, 60.0),
+    "allow_networks": validate.cidrs,
+    "max_redirects": validate.ints(0, 20),
+    "user_agent": validate.texts("a non-empty User-Agent string"),
+    "deadline_s": _deadline,
+}
+
+
+def parse_policy(data: Any, where: str, allow_networks: tuple[str, ...] = ()) -> "FetchPolicy":
+    """A :class:`FetchPolicy` from a config mapping at ``where`` (unknown keys refused, each value bounded)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(where, data, "a mapping of fetch limits: " + ", ".join(k for k in _POLICY_CHECKS if k != "allow_networks"))
+    validate.keys(data, [k for k in _POLICY_CHECKS if k != "allow_networks"], f"{where}.")
+    kw = {k: _POLICY_CHECKS[k](v, f"{where}.{k}") for k, v in data.items()}
+    return FetchPolicy(**kw, allow_networks=tuple(allow_networks))
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     """Limits of one fetch. ``timeout_s`` bounds connecting and each socket read; ``deadline_s`` (default
@@ -80,23 +110,10 @@ class FetchPolicy:
     deadline_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "max_bytes", "max_pixels"):
-            if not getattr(self, name) > 0:
-                raise UsageError(f"fetch.{name}", getattr(self, name), "a positive number")
-        if self.deadline_s is not None and not self.deadline_s > 0:
-            raise UsageError("fetch.deadline_s", self.deadline_s, "a positive number of seconds or null")
-        for name in ("retries", "max_redirects"):
-            if int(getattr(self, name)) < 0:
-                raise UsageError(f"fetch.{name}", getattr(self, name), "an integer >= 0")
-        if self.backoff_s < 0:
-            raise UsageError("fetch.backoff_s", self.backoff_s, "a number of seconds >= 0")
         if isinstance(self.allow_networks, str):  # a lone CIDR string would otherwise be iterated per character
             object.__setattr__(self, "allow_networks", (self.allow_networks,))
-        for cidr in self.allow_networks:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise UsageError("fetch.allow_networks", cidr, "CIDR strings such as 127.0.0.0/8 or 10.0.0.0/8") from None
+        for name, check in _POLICY_CHECKS.items():
+            check(getattr(self, name), name)  # a bad value raises UsageError naming the field
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -370,29 +387,3 @@ def fetch_many(urls: Iterable[str], policy: FetchPolicy, max_workers: int = 16) 
 def failure_counts(results: Sequence[FetchResult]) -> dict[str, int]:
     """Counts per kind ("ok" and each failure kind that occurred) -- what a shard's stats record."""
     return dict(Counter(r.kind for r in results))
-
-
-@dataclass
-class Fetcher:
-    """A Ray Data ``map_batches`` callable (also usable in-process): takes a batch with a ``url`` column (and any other
-    columns, passed through) and adds ``ok``, ``kind``, ``data``, ``width``, ``height``, ``attempts``, ``error``,
-    ``format``. Failed rows are kept (``ok`` False) so that the caller can count them per kind and replace dead links."""
-
-    policy: FetchPolicy = field(default_factory=FetchPolicy)
-    max_workers: int = 16
-    url_column: str = "url"
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        if self.url_column not in batch:
-            raise UsageError("batch", sorted(batch), f"a batch with a {self.url_column!r} column")
-        results = fetch_many([str(u) for u in batch[self.url_column]], self.policy, self.max_workers)
-        out = {k: list(v) for k, v in batch.items()}
-        out["ok"] = [r.ok for r in results]
-        out["kind"] = [r.kind for r in results]
-        out["data"] = [r.data if r.data is not None else b"" for r in results]
-        out["width"] = [r.width for r in results]
-        out["height"] = [r.height for r in results]
-        out["attempts"] = [r.attempts for r in results]
-        out["error"] = [r.error for r in results]
-        out["format"] = [r.format for r in results]
-        return out

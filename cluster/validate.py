@@ -1,4 +1,7 @@
-"""Offline validation of KubeRay manifests (ray.io/v1 RayCluster and RayJob).
+"""Offline validation of KubeRay manifests (ray.io/v1 RayCluster and RayJob), for operators before `kubectl apply`:
+
+    python cluster/validate.py cluster/raycluster.yaml cluster/rayjob.yaml   # exit 1 and one line per error
+
 
 Two layers, both without a Kubernetes API server and without Ray:
 
@@ -25,11 +28,20 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
-from genbench.errors import UsageError
-
 logger = logging.getLogger(__name__)
 
 CRD_ENV = "GENBENCH_KUBERAY_CRDS"
+
+
+class UsageError(ValueError):
+    """A bad argument of the validator itself (not a manifest error): names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: Any):
+        if not isinstance(allowed, str):
+            allowed = "one of " + ", ".join(str(a) for a in allowed)
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 API_VERSION = "ray.io/v1"
 
@@ -48,12 +60,11 @@ _INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
 def default_crd_dir() -> Path:
-    """The CRD directory: $GENBENCH_KUBERAY_CRDS, else ../shared/kuberay-crds beside the repository."""
+    """The CRD directory: $GENBENCH_KUBERAY_CRDS, else the copies in ``cluster/crds/`` beside this file."""
     env = os.environ.get(CRD_ENV)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parent.parent
-    return (repo.parent / "shared" / "kuberay-crds").resolve()
+    return Path(__file__).resolve().parent / "crds"
 
 
 def load_schema(kind: str, crd_dir: Path | None = None) -> dict:
@@ -348,3 +359,27 @@ def _resource_block_errors(block: dict, path: list) -> list[str]:
                     f"{limits[resource]!r}; extended resources need requests equal to limits"
                 )
     return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        sys.stderr.write("usage: python cluster/validate.py MANIFEST.yaml [...]\n")
+        return 2
+    bad = 0
+    for path in paths:
+        try:
+            errors = validate_file(path)
+        except UsageError as exc:
+            sys.stderr.write(f"{path}: {exc}\n")
+            return 2
+        for e in errors:
+            sys.stdout.write(f"{path}: {e}\n")
+        bad += bool(errors)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Every check a run makes before it writes anything, in one sequence, and the collections it plans.
+
+Nothing here loads a model or starts Ray: references are checked by their form and by what is on disk (a shipped
+config, a directory, the local Hugging Face cache, an index's ``index.json``), datasets by opening their splits. What
+can only be known from a loaded model (a CLIP checkpoint's pretrained tag) is checked when the driver loads it, which
+is still before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from genbench.catalog import get_dataset
+from genbench.catalog.loaders import load_split
+from genbench.config import ExperimentConfig
+from genbench.engine.plan import CollectionJob
+from genbench.errors import UsageError
+from genbench.shards.store import join
+from genbench.sources.base import CheckContext, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One collection of the run: its job, the Source that makes it, and the shot counts to score."""
+
+    job: CollectionJob
+    source: Source
+    shots: tuple[int, ...]
+
+    @property
+    def untrained(self) -> list[str]:
+        return self.source.untrained(self.job.spec)
+
+
+def check_out(out: str) -> None:
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError("out", out, "a directory (this path is a file)")
+
+
+def check_context(cfg: ExperimentConfig) -> CheckContext:
+    return CheckContext(cfg.clip, cfg.clip_slug, cfg.data_root, cfg.cache_dir, dict(cfg.storage_options))
+
+
+def plan_jobs(cfg: ExperimentConfig, shards_root: str, ctx: CheckContext | None = None) -> list[Planned]:
+    """One collection per (dataset, source entry, expansion). Local roots are made absolute: workers run elsewhere.
+    Two entries that name the same collection are refused (their shots belong in one list)."""
+    from genbench.sources import registry
+
+    ctx = ctx or check_context(cfg)
+    if "://" not in shards_root:
+        shards_root = os.path.abspath(shards_root)
+    planned: list[Planned] = []
+    seen: dict[str, int] = {}
+    for ds in cfg.datasets:
+        dataset = get_dataset(ds)
+        for i, entry in enumerate(cfg.sources):
+            source = registry.load(entry.ref)
+            for spec in entry.spec.expand(ds):
+                spec = source.resolve(spec, ctx)
+                variant = spec.variant(cfg.seed)
+                uri = join(shards_root, ds, entry.kind, variant)
+                if uri in seen:
+                    raise UsageError(f"sources[{i}]", entry.kind,
+                                     f"a source whose collection differs from sources[{seen[uri]}]'s ({variant}): put "
+                                     "both shot counts in one list (shots: [..]) instead of repeating the source")
+                seen[uri] = i
+                job = CollectionJob(
+                    dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant, uri=uri,
+                    run_seed=cfg.seed, num_classes=dataset.num_classes, shots=max(entry.shots),
+                    shard_size=cfg.shard_size, clip=cfg.clip, data_root=cfg.data_root, cache_dir=cfg.cache_dir,
+                    storage_options=dict(cfg.storage_options),
+                )
+                planned.append(Planned(job, source, entry.shots))
+    return planned
+
+
+def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool = True) -> list[Planned]:
+    """Check everything that can be checked before writing (exit code 2 on bad input), then plan the collections."""
+    from genbench.sources import registry
+
+    check_out(out)
+    ctx = check_context(cfg)
+    if scoring and not cfg.clip:
+        raise UsageError("clip", None, "a CLIP model: scores compare CLIP embeddings")
+    for i, entry in enumerate(cfg.sources):
+        registry.load(entry.ref).check(entry.spec, f"sources[{i}]", ctx)
+    planned = plan_jobs(cfg, shards_root, ctx)
+    for ds in cfg.datasets:
+        spec = get_dataset(ds)
+        if scoring:
+            load_split(spec, "test", cfg.data_root)
+        if any(p.source.needs_train_split(p.job.spec) for p in planned if p.job.dataset == ds):
+            load_split(spec, "train", cfg.data_root)
+    return planned
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """After Ray started: the cluster can give each worker what the config asks for."""
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    want = cfg.engine.gpus_per_worker
+    if want and want > gpus:
+        raise UsageError("engine.gpus_per_worker", want, f"at most the cluster's {gpus:g} GPU(s)")

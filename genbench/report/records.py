@@ -1,0 +1,111 @@
+"""Result records: one builder for `genbench run` and `genbench score` (same fields), and results.json + report.md.
+
+Scores are stored at full precision; only displays round them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from genbench.models.refs import clip_untrained
+
+UNTRAINED_NOTICE = (
+    "NOTE: untrained models were used (tiny or random weights, built offline: {what}). These numbers prove the "
+    "plumbing, not the science: do not compare them with the paper."
+)
+COST_FIELDS = ("device", "device_seconds", "gpu_seconds", "cpu_seconds", "usd_per_image")
+
+
+def untrained(record: dict[str, Any]) -> bool:
+    """Whether a record's numbers come from untrained models (records written before the field was renamed said
+    ``tiny_models``)."""
+    return bool(record.get("untrained_models", record.get("tiny_models", False)))
+
+
+def build_record(
+    *,
+    dataset: Any,
+    job: dict[str, Any],
+    shots: int,
+    clip: str,
+    n_train: int,
+    n_test: int,
+    scores: dict[str, float],
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
+    """A results.json record. ``job``: the collection's identity (source, variant, run_seed, options) plus its
+    ``collection`` URI; ``manifest``: what the collection's manifest holds beyond its shards (cost, untrained
+    models, retrieval's MTS)."""
+    options = job.get("options", {})
+    made_by_untrained = manifest.get("untrained_models")
+    if made_by_untrained is None:  # a manifest written before the list was kept
+        made_by_untrained = ["(tiny)"] if manifest.get("tiny_models") else []
+    cost = manifest.get("cost") or {}
+    record = {
+        "dataset": dataset.name,
+        "group": dataset.group,
+        "source": job.get("source"),
+        "generator": options.get("generator"),
+        "strategy": options.get("strategy"),
+        "shots": int(shots),
+        "clip": clip,
+        "metric": dataset.metric,
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+        "variant": job.get("variant"),
+        "collection": job.get("collection"),
+        "seed": job.get("run_seed"),
+        "untrained_models": bool(made_by_untrained) or clip_untrained(clip),
+        # Classes with fewer than `shots` images give all they have (original data); the gap is reported, not hidden.
+        "shortfall": int(shots * dataset.num_classes - n_train),
+        "scores": dict(scores),
+        "cost": {k: cost.get(k) for k in COST_FIELDS},
+    }
+    if "mts" in manifest:
+        record["mts"] = manifest["mts"]
+    return record
+
+
+def notice(records: list[dict[str, Any]]) -> str | None:
+    """The untrained-models notice naming what was untrained, or None when every model was trained."""
+    what = sorted({r.get("clip") for r in records if untrained(r) and clip_untrained(r.get("clip"))} - {None})
+    gens = sorted({r.get("generator") for r in records if untrained(r) and r.get("generator")} - {None})
+    if not any(untrained(r) for r in records):
+        return None
+    parts = ([f"CLIP {', '.join(what)}"] if what else []) + ([f"generator {', '.join(gens)}"] if gens else [])
+    return UNTRAINED_NOTICE.format(what="; ".join(parts) or "see the collections' manifests")
+
+
+def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
+    """The run's report.md: its table, the untrained notice and the paper's cost table for comparison."""
+    from genbench.cost import PAPER_NOTE, PAPER_USD_PER_IMAGE
+    from genbench.report.document import Heading, Notice, Para, Simple
+    from genbench.report.tables import table_rows
+
+    header, rows = table_rows(records)
+    blocks: list[Any] = [Heading(1, "genbench results")]
+    text = notice(records)
+    if text:
+        blocks.append(Notice(text))
+    blocks += [
+        Para("Scores are percentages of each dataset's own metric on its real test split."),
+        Simple(header, rows),
+        Heading(2, "Cost per image"),
+        Para("Ours is measured GPU-seconds at the GPU instance's price plus CPU-seconds at the CPU instance's price "
+             "(see the run's pricing). The paper's Table 1 for comparison:"),
+        Simple(["source", "USD per image (paper, Table 1)"], [[k, f"{v:.3g}"] for k, v in PAPER_USD_PER_IMAGE.items()]),
+        Para(PAPER_NOTE),
+    ]
+    return blocks
+
+
+def write_results(out: str, records: list[dict[str, Any]], storage_options: dict | None = None) -> None:
+    """``out/results.json`` (the records, full precision) and ``out/report.md``."""
+    from genbench.report.document import to_markdown
+    from genbench.shards.store import Store
+
+    store = Store(out, storage_options)
+    store.makedirs()
+    store.write_bytes("results.json", json.dumps(records, indent=1, sort_keys=True).encode())
+    store.write_bytes("report.md", to_markdown(summary_blocks(records)).encode())

@@ -1,0 +1,367 @@
+"""Building a caption index (see :mod:`genbench.retrieval.index` for the directory it writes): choosing a faiss
+factory within a memory budget, streaming caption batches through a CLIP text encoder or precomputed embeddings, and
+writing the directory with ``index.json`` last."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, replace
+from typing import Any, Iterable, Iterator, Sequence
+
+import faiss
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genbench.errors import UsageError
+from genbench.models.refs import clip_slug as slug_of_clip
+from genbench.retrieval.index import INDEX_FILE, INFO_FILE, META_FILE, IndexInfo
+from genbench.vectors import normalise
+
+log = logging.getLogger(__name__)
+
+URL_COLUMNS = ("url", "URL")
+CAPTION_COLUMNS = ("caption", "TEXT", "text")
+FACTORY_FORMS = "None/'Flat', 'IVF<n>,Flat', 'IVF<n>,PQ<m>[x<bits>]', 'IVF<n>,SQ8', 'IVF<n>_HNSW<M>,PQ<m>', 'HNSW<M>', 'PQ<m>', 'OPQ<m>,...'"
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Contiguous float32 unit rows, as faiss takes them."""
+    return np.ascontiguousarray(normalise(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- memory estimates
+
+
+def estimate_bytes(factory: str, count: int, dim: int) -> int:
+    """Approximate resident bytes of a faiss index built with ``factory`` over ``count`` vectors of ``dim``.
+
+    Covers the forms in :data:`FACTORY_FORMS`; anything else is a UsageError (we will not guess a budget)."""
+    parts = [p.strip() for p in factory.split(",") if p.strip()]
+    if parts and re.fullmatch(r"OPQ\d+(_\d+)?", parts[0]):
+        parts = parts[1:]  # the rotation matrix is small: dim x dim floats
+        extra = dim * dim * 4
+    else:
+        extra = 0
+    if parts in ([], ["Flat"]):
+        return extra + count * dim * 4
+    if len(parts) == 1 and (m := re.fullmatch(r"HNSW(\d+)(,Flat)?", parts[0])):
+        links = int(m.group(1))
+        return extra + count * (dim * 4 + links * 2 * 4 * 1.1)  # level-0 has 2M links; upper levels ~ +10%
+    if len(parts) == 1 and (m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?", parts[0])):
+        return extra + count * _pq_bytes(int(m.group(1)), m.group(2))
+    m = re.fullmatch(r"IVF(\d+)(?:_HNSW(\d+))?", parts[0]) if len(parts) == 2 else None
+    if m:
+        nlist = int(m.group(1))
+        coarse = nlist * dim * 4 + (nlist * int(m.group(2)) * 2 * 4 if m.group(2) else 0)
+        enc = parts[1]
+        if enc == "Flat":
+            per = dim * 4
+        elif pm := re.fullmatch(r"PQ(\d+)(?:x(\d+))?", enc):
+            per = _pq_bytes(int(pm.group(1)), pm.group(2))
+        elif sq := re.fullmatch(r"SQ(8|4|6|fp16)", enc):
+            per = {"8": dim, "4": dim / 2, "6": dim * 6 / 8, "fp16": dim * 2}[sq.group(1)]
+        else:
+            raise UsageError("factory", factory, f"a factory genbench can size: {FACTORY_FORMS}")
+        return int(extra + coarse + count * (per + 8))  # + int64 id per vector in the inverted lists
+    raise UsageError("factory", factory, f"a factory genbench can size: {FACTORY_FORMS}")
+
+
+def _pq_bytes(m: int, bits: str | None) -> float:
+    return m * int(bits or 8) / 8
+
+
+def choose_factory(count: int, dim: int, memory_budget_bytes: int | None) -> str:
+    """Exact ``Flat`` when it fits (or no budget is given), else the richest IVF-PQ that fits.
+
+    nlist ~ 4 sqrt(count) (faiss's guidance), capped so that each list has >= 39 training points."""
+    if memory_budget_bytes is None or estimate_bytes("Flat", count, dim) <= memory_budget_bytes:
+        return "Flat"
+    nlist = int(2 ** round(np.log2(max(16.0, 4 * np.sqrt(count)))))
+    nlist = max(1, min(nlist, 65536, count // 39))
+    for m in (dim // 4, 64, 32, 16, 8, 4):
+        if m <= 0 or dim % m:
+            continue
+        factory = f"IVF{nlist},PQ{m}"
+        if estimate_bytes(factory, count, dim) <= memory_budget_bytes:
+            return factory
+    raise UsageError(
+        "memory_budget_bytes",
+        memory_budget_bytes,
+        f"at least {estimate_bytes(f'IVF{nlist},PQ4', count, dim)} bytes for {count} vectors of dim {dim} (IVF{nlist},PQ4)",
+    )
+
+
+def _normalise_factory(factory: str | None) -> str:
+    return "Flat" if factory in (None, "", "Flat", "flat") else str(factory).replace(" ", "")
+
+
+def _check_factory(factory: str, count: int, dim: int, memory_budget_bytes: int | None) -> None:
+    try:
+        probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise UsageError("factory", factory, f"a faiss index_factory string ({FACTORY_FORMS}): {str(exc).splitlines()[0]}") from None
+    ivf = faiss.try_extract_index_ivf(probe)
+    if ivf is not None and ivf.nlist > count:
+        raise UsageError("factory", factory, f"at most {count} IVF lists for {count} vectors (training needs >= 1 point per list)")
+    if memory_budget_bytes is not None:
+        need = estimate_bytes(factory, count, dim)
+        if need > memory_budget_bytes:
+            raise UsageError(
+                "memory_budget_bytes", memory_budget_bytes, f">= {need} bytes for {factory} over {count} vectors (or a smaller factory)"
+            )
+
+
+# ------------------------------------------------------------------------------------------------- reading captions
+
+
+def _caption_files(captions: str | Sequence[str], storage_options: dict | None) -> list[fsspec.core.OpenFile]:
+    files = fsspec.open_files(captions if isinstance(captions, str) else list(captions), mode="rb",
+                              **(storage_options or {}))
+    if not files:
+        raise UsageError("captions", captions, "parquet file paths or a glob (local or fsspec URL) matching at least one file")
+    return list(files)
+
+
+def _pick(names: Sequence[str], wanted: Sequence[str], what: str, where: str) -> str:
+    for w in wanted:
+        if w in names:
+            return w
+    raise UsageError(f"captions[{where}]", sorted(names), f"a {what} column named one of {', '.join(wanted)}")
+
+
+def _iter_caption_batches(
+    files: list[fsspec.core.OpenFile], batch_size: int, embedding_column: str | None
+) -> Iterator[tuple[list[str], list[str], np.ndarray | None]]:
+    for of in files:
+        with of as fh:
+            pf = pq.ParquetFile(fh)
+            names = pf.schema_arrow.names
+            ucol = _pick(names, URL_COLUMNS, "url", of.path)
+            ccol = _pick(names, CAPTION_COLUMNS, "caption", of.path)
+            cols = [ucol, ccol]
+            if embedding_column is not None:
+                if embedding_column not in names:
+                    raise UsageError("embedding_column", embedding_column, f"a column of {of.path}: {', '.join(names)}")
+                cols.append(embedding_column)
+            for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+                urls = [u if u is not None else "" for u in batch.column(ucol).to_pylist()]
+                caps = [c if c is not None else "" for c in batch.column(ccol).to_pylist()]
+                emb = None
+                if embedding_column is not None:
+                    col = batch.column(embedding_column)
+                    emb = np.asarray(col.flatten() if hasattr(col, "flatten") else col, dtype=np.float32)
+                    emb = emb.reshape(len(urls), -1)
+                yield urls, caps, emb
+
+
+def _count_rows(files: list[fsspec.core.OpenFile]) -> int:
+    total = 0
+    for of in files:
+        with of as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+# ------------------------------------------------------------------------------------------------- building
+
+
+class _Builder:
+    """Streams normalised vectors into a faiss index: buffers the first ``train_size`` rows for training when the
+    factory needs it, then adds chunk by chunk so memory stays bounded by the index plus one batch."""
+
+    def __init__(self, factory: str, dim: int, train_size: int):
+        self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        self.dim, self.train_size = dim, train_size
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.count = 0
+
+    def add(self, x: np.ndarray) -> None:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise UsageError("embeddings", tuple(x.shape), f"rows of dimension {self.dim}")
+        if self.index.is_trained:
+            self.index.add(x)
+            self.count += len(x)
+            return
+        self.pending.append(x)
+        self.pending_rows += len(x)
+        if self.pending_rows >= self.train_size:
+            self._train_and_flush()
+
+    def _train_and_flush(self) -> None:
+        sample = np.concatenate(self.pending) if self.pending else np.zeros((0, self.dim), np.float32)
+        log.info("training %s on %d vectors", type(self.index).__name__, min(len(sample), self.train_size))
+        self.index.train(sample[: self.train_size])
+        self.pending, self.pending_rows = [], 0
+        self.index.add(sample)
+        self.count += len(sample)
+
+    def finish(self) -> faiss.Index:
+        if not self.index.is_trained:
+            self._train_and_flush()
+        return self.index
+
+
+def _digest(*paths: str) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _write_dir(index: faiss.Index, meta: pa.Table, info: IndexInfo, out_dir: str, storage_options: dict | None) -> IndexInfo:
+    fs, root = fsspec.core.url_to_fs(out_dir, **(storage_options or {}))
+    root = root.rstrip("/")
+    fs.makedirs(root, exist_ok=True)
+    if fs.exists(f"{root}/{INFO_FILE}"):
+        fs.rm(f"{root}/{INFO_FILE}")  # an overwritten directory is incomplete until the new index.json lands
+    with tempfile.TemporaryDirectory(prefix="genbench-index-") as tmp:
+        local_index, local_meta = os.path.join(tmp, INDEX_FILE), os.path.join(tmp, META_FILE)
+        faiss.write_index(index, local_index)
+        pq.write_table(meta, local_meta)
+        info = replace(info, index_bytes=os.path.getsize(local_index), id=_digest(local_index, local_meta))
+        fs.put_file(local_index, f"{root}/{INDEX_FILE}")
+        fs.put_file(local_meta, f"{root}/{META_FILE}")
+    with fs.open(f"{root}/{INFO_FILE}", "w") as fh:
+        json.dump(asdict(info), fh, indent=1)
+    return info
+
+
+def _clip_names(clip: Any, clip_ref: str | None) -> tuple[str, str]:
+    ref = clip_ref or str(getattr(clip, "ref", "") or "")
+    if not ref:
+        raise UsageError("clip", clip, "a CLIP encoder with a .ref, or clip_ref= naming the model the embeddings came from")
+    slug = str(getattr(clip, "slug", "") or slug_of_clip(ref))
+    return ref, slug
+
+
+def build_index(
+    captions: str | list[str],
+    clip: Any,
+    out_dir: str,
+    *,
+    factory: str | None = None,
+    memory_budget_bytes: int | None = None,
+    embedding_column: str | None = None,
+    batch_size: int = 4096,
+    train_size: int = 262_144,
+    clip_ref: str | None = None,
+    storage_options: dict | None = None,
+) -> IndexInfo:
+    """Index the (url, caption) rows of parquet files ``captions`` (paths, a glob, local or fsspec) into ``out_dir``.
+
+    Text embeddings come from ``clip.encode_texts`` unless ``embedding_column`` names a column of precomputed
+    embeddings (LAION ships them), which are re-normalised. ``factory=None`` or ``"Flat"`` gives exact search;
+    otherwise a faiss ``index_factory`` string, trained on the first ``train_size`` rows. With
+    ``memory_budget_bytes`` and no factory, the largest index that fits is chosen; a factory that does not fit is
+    refused naming the field. ``clip_ref`` overrides ``clip.ref`` (needed when ``clip`` is None and embeddings are
+    precomputed). ``storage_options`` open the caption files and the output directory (fsspec)."""
+    if batch_size < 1:
+        raise UsageError("batch_size", batch_size, "an integer >= 1")
+    if embedding_column is None and not callable(getattr(clip, "encode_texts", None)):
+        raise UsageError("clip", clip, "an encoder with encode_texts(list[str]), or embedding_column= for precomputed embeddings")
+    files = _caption_files(captions, storage_options)
+    count = _count_rows(files)
+    if count == 0:
+        raise UsageError("captions", captions, "parquet files with at least one (url, caption) row")
+    ref, slug = _clip_names(clip, clip_ref)
+
+    def embeddings() -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+        for urls, caps, emb in _iter_caption_batches(files, batch_size, embedding_column):
+            x = normalise_rows(emb) if emb is not None else normalise_rows(clip.encode_texts(caps))
+            yield x, urls, caps
+
+    return _build(embeddings(), count, out_dir, ref, slug, factory, memory_budget_bytes, train_size,
+                  "precomputed" if embedding_column else "computed", storage_options)
+
+
+def build_index_from_embeddings(
+    embeddings: np.ndarray | Iterable[np.ndarray],
+    metadata: pa.Table,
+    out_dir: str,
+    *,
+    clip_ref: str,
+    clip_slug: str | None = None,
+    factory: str | None = None,
+    memory_budget_bytes: int | None = None,
+    train_size: int = 262_144,
+    storage_options: dict | None = None,
+) -> IndexInfo:
+    """Index embeddings computed elsewhere (e.g. on Ray GPU workers): an (N, D) array or an iterator of (n_i, D)
+    chunks in the row order of ``metadata`` (a table with url and caption columns, N rows). Rows are re-normalised.
+    Pass ``clip_slug=encoder.slug`` so that the slug matches the one the run's CLIP encoder reports."""
+    names = metadata.column_names
+    ucol = _pick(names, URL_COLUMNS, "url", "metadata")
+    ccol = _pick(names, CAPTION_COLUMNS, "caption", "metadata")
+    urls, caps = metadata.column(ucol).to_pylist(), metadata.column(ccol).to_pylist()
+    chunks = [embeddings] if isinstance(embeddings, np.ndarray) else embeddings
+
+    def stream() -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+        pos = 0
+        for chunk in chunks:
+            x = normalise_rows(np.asarray(chunk).reshape(len(chunk), -1))
+            yield x, urls[pos : pos + len(x)], caps[pos : pos + len(x)]
+            pos += len(x)
+
+    slug = clip_slug or slug_of_clip(clip_ref)
+    return _build(stream(), metadata.num_rows, out_dir, clip_ref, slug, factory, memory_budget_bytes, train_size,
+                  "precomputed", storage_options)
+
+
+def _build(
+    batches: Iterator[tuple[np.ndarray, list[str], list[str]]],
+    count: int,
+    out_dir: str,
+    ref: str,
+    slug: str,
+    factory: str | None,
+    memory_budget_bytes: int | None,
+    train_size: int,
+    source: str,
+    storage_options: dict | None = None,
+) -> IndexInfo:
+    start = time.perf_counter()
+    first = next(batches, None)
+    if first is None:
+        raise UsageError("embeddings", 0, "at least one row")
+    dim = first[0].shape[1]
+    if factory is None and memory_budget_bytes is not None:
+        factory = choose_factory(count, dim, memory_budget_bytes)
+    factory = _normalise_factory(factory)
+    _check_factory(factory, count, dim, memory_budget_bytes)
+    builder = _Builder(factory, dim, max(1, train_size))
+    urls: list[str] = []
+    caps: list[str] = []
+
+    def take(item: tuple[np.ndarray, list[str], list[str]]) -> None:
+        x, u, c = item
+        if len(u) != len(x):
+            raise UsageError("embeddings", len(urls) + len(x), f"exactly one embedding per metadata row ({count} rows)")
+        builder.add(x)
+        urls.extend(u)
+        caps.extend(c)
+
+    take(first)
+    for item in batches:
+        take(item)
+    if len(urls) != count:
+        raise UsageError("embeddings", len(urls), f"exactly one embedding per metadata row ({count} rows)")
+    index = builder.finish()
+    meta = pa.table({"id": pa.array(np.arange(count, dtype=np.int64)), "url": pa.array(urls, pa.string()), "caption": pa.array(caps, pa.string())})
+    build_s = time.perf_counter() - start
+    info = IndexInfo(out_dir, ref, slug, int(dim), factory, int(count), round(build_s, 3), 0, source)
+    info = _write_dir(index, meta, info, out_dir, storage_options)
+    log.info("index %s: %d vectors, %s, %.1f s", out_dir, count, factory, build_s)
+    return info
+
+
