@@ -123,6 +123,9 @@ def test_legacy_collection_keeps_its_name_and_is_read_resumed_and_scored(ray_loc
     assert main(["score", "--train", orig, "--dataset", "digits", "--clip", "tiny", "--shots", "2", "--json", dest]) == 0
     with open(dest) as f:
         scored = json.load(f)
+    # One record builder for run and score: the same fields, and here the same values (both read the same sums).
+    assert set(scored) == set(records[2])
     for name, value in records[2]["scores"].items():
         assert scored["scores"][name] == pytest.approx(value, abs=1e-9)
+    assert {k: v for k, v in scored.items() if k != "scores"} == {k: v for k, v in records[2].items() if k != "scores"}
     assert snapshot(orig) == before[orig]

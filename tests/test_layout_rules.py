@@ -74,6 +74,22 @@ def test_the_cli_imports_nothing_heavy_until_a_command_runs():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_run_imports_no_model_library_before_ray(tmp_path):
+    """Everything a run does before it starts Ray (config, preflight, planning) leaves torch unimported: the driver's
+    memory then is a fraction of what loading models takes (see BENCHMARKS.md, start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from genbench.config import load_config; from genbench.engine import experiment, dispatch; "
+            "from genbench.engine.preflight import preflight; "
+            f"preflight(load_config('configs/quickstart.yaml'), {str(tmp_path)!r}, {str(tmp_path / 'shards')!r}); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'open_clip', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert not list(tmp_path.iterdir())  # preflight writes nothing
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     from genbench.config import load_config

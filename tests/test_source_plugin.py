@@ -55,3 +55,19 @@ def test_a_source_reference_that_does_not_import_is_a_usage_error(tmp_path, caps
     assert main(["run", _config(tmp_path, "tests.solid_source:SolidSource", colour="red"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "sources[0].colour" in err and "keys of a solid source" in err and not out.exists()
+
+
+def test_a_kind_registered_as_an_entry_point_resolves_to_its_reference(tmp_path, monkeypatch):
+    """An installed package can register a kind under the `genbench.sources` entry-point group; the driver resolves
+    the name to the module:Class reference the workers import (they need no entry points of their own)."""
+    from genbench.sources import registry
+
+    dist = tmp_path / "solid_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: solid-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[genbench.sources]\nsolid = tests.solid_source:SolidSource\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "solid" in registry.known_kinds()
+    assert registry.resolve("solid") == "tests.solid_source:SolidSource"
+    assert registry.resolve("generated") == registry.BUILTIN["generated"]
+    assert registry.load(registry.resolve("solid")).kind == "solid"

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from genbench.shards.layout import shard_name
 from genbench.shards.schema import Sample
@@ -28,6 +27,8 @@ def stats_rel(shard: str) -> str:
 
 def write_tar(store: Store, shard: str, samples: list[Sample]) -> tuple[int, str]:
     """Write ``shard.tar`` atomically; returns (bytes, sha256)."""
+    import webdataset as wds  # here: importing webdataset imports torch, which a driver before Ray does not need
+
     rel = f"{shard}.tar"
     tmp = store.temp_file(rel)
     try:
