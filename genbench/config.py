@@ -24,7 +24,9 @@ from genbench.sources.base import SourceSpec
 
 VERIFY = ("sha256", "size")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_SECRETS = ("secret", "key", "token", "password", "aws_secret_access_key", "aws_session_token", "client_secret")
+# Keys that hold credentials, matched case-insensitively anywhere in storage_options (nested mappings included).
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "credential", "private")
+_SECRET_KEYS = ("key", "access_key", "api_key", "account_key", "sas")
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,25 @@ def parse_source(data: Any, where: str, datasets: tuple[str, ...]) -> SourceEntr
     return SourceEntry(source.kind, ref, source.spec_type.parse(data, where, source.kind, datasets))
 
 
-def parse_storage_options(value: Any, where: str = "storage_options") -> dict[str, Any]:
-    """fsspec options for the output, index and collections (e.g. ``endpoint_url``); never credentials."""
-    if not isinstance(value, dict) or len(value) > 50:
-        raise UsageError(where, value, "a mapping of fsspec options (e.g. endpoint_url)")
+def _secret(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return any(w in k for w in _SECRET_WORDS) or k in _SECRET_KEYS or k.endswith(("_secret_access_key", "_key_secret"))
+
+
+def parse_storage_options(value: Any, where: str = "storage_options", depth: int = 0) -> dict[str, Any]:
+    """fsspec options for the output, index and collections (e.g. ``endpoint_url``); never credentials. A value under
+    a credential-looking key is refused without being shown."""
+    if not isinstance(value, dict) or len(value) > 50 or depth > 3:
+        raise UsageError(where, "<mapping>" if isinstance(value, dict) else value,
+                         "a mapping of fsspec options (e.g. endpoint_url), at most 50 keys and 3 levels deep")
     for key, v in value.items():
-        if not isinstance(key, str) or any(s in key.lower() for s in _SECRETS):
+        if not isinstance(key, str) or _secret(key):
             raise UsageError(f"{where}.{key}", "<hidden>",
                              "credentials from the environment (AWS_ACCESS_KEY_ID, ...), never in a config or argument")
-        if not isinstance(v, (str, int, float, bool)) and v is not None and not isinstance(v, dict):
-            raise UsageError(f"{where}.{key}", v, "a string, number, boolean or mapping")
+        if isinstance(v, dict):
+            parse_storage_options(v, f"{where}.{key}", depth + 1)
+        elif not isinstance(v, (str, int, float, bool)) and v is not None:
+            raise UsageError(f"{where}.{key}", type(v).__name__, "a string, number, boolean or mapping")
     return dict(value)
 
 

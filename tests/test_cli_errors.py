@@ -93,7 +93,28 @@ def test_score_fid_without_inception_weights(tmp_path, capsys):
     dest = tmp_path / "score.json"
     _expect_usage_error(capsys, ["score", "--train", str(coll), "--dataset", "digits", "--clip", "tiny", "--json",
                                  str(dest), "--metrics", "cler", "fid"], "--inception-weights", "fid")
+    _expect_usage_error(capsys, ["score", "--train", str(coll), "--dataset", "digits", "--clip", "tiny", "--json",
+                                 str(dest), "--metrics", "fid", "--inception-weights", str(tmp_path / "none.safetensors")],
+                        "--inception-weights", "none.safetensors")
     assert not dest.exists()
+
+
+def test_a_secret_in_storage_options_is_refused_and_never_shown(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    cfg = _with(storage_options={"endpoint_url": "http://127.0.0.1:9", "client_kwargs": {"AWS_Secret_Access_Key": "S3CR3T"}})
+    line = _expect_usage_error(capsys, ["run", _write(tmp_path, cfg), "--out", out],
+                               "storage_options.client_kwargs.AWS_Secret_Access_Key", "<hidden>", out_dir=out)
+    assert "S3CR3T" not in line
+
+
+def test_two_generators_whose_directories_share_a_name_are_told_apart_or_refused_clearly(tmp_path, capsys):
+    for parent in ("run1", "run2"):
+        (tmp_path / parent / "final").mkdir(parents=True)
+        (tmp_path / parent / "final" / "model_index.json").write_text("{}")
+    cfg = _with(sources=[{"source": "generated", "generator": str(tmp_path / p / "final"), "shots": 1} for p in ("run1", "run2")])
+    out = str(tmp_path / "out")
+    _expect_usage_error(capsys, ["run", _write(tmp_path, cfg), "--out", out], "sources[1]", "differs from sources[0] in "
+                        "generator", "final_st_s0", out_dir=out)
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -60,6 +60,19 @@ def test_fewer_shots_reuse_the_prefix_and_rewrite_nothing(ray_local, tmp_path):
         assert small["scores"][name] == pytest.approx(value, abs=1e-9)
 
 
+def test_deleting_the_tail_shrinks_the_collection_instead_of_remaking_it(ray_local, tmp_path):
+    """Only shards whose tar is there define what a collection holds: with the last tar deleted, asking for fewer
+    shots makes nothing and the manifest lists what is left."""
+    out = str(tmp_path)
+    (big,) = run_experiment(_cfg([{"source": "original", "shots": 4}]), out, progress=False)
+    coll = big["collection"]
+    os.remove(os.path.join(coll, "000002.tar"))
+    before = snapshot(coll)
+    (small,) = run_experiment(_cfg([{"source": "original", "shots": 2}]), out, progress=False)
+    assert snapshot(coll) == before and small["n_train"] == 20
+    assert _wids_urls(coll) == ["000000.tar", "000001.tar"] and _manifest(coll)["spec"]["shots"] == 3
+
+
 def test_a_new_clip_model_only_embeds_existing_images(ray_local, tmp_path):
     """A second CLIP model (a copy of the tiny one under another name) on a built generated collection: the tars keep
     their bytes and mtimes, the new sidecars appear, and the scores match the first model's (same weights)."""

@@ -215,3 +215,15 @@ def test_policy_from_a_config_names_the_config_field():
         parse_policy({"retrys": 3}, "sources[0].fetch")
     assert err.value.field == "sources[0].fetch.retrys"
     assert parse_policy({"retries": 0}, "x", ("127.0.0.1/32",)).allow_networks == ("127.0.0.1/32",)
+
+
+def test_throttling_is_transient(site):
+    """408 and 429 ask the client to come back later: retried within a fetch, and not final for the next run."""
+    from genbench.retrieval.fetch import TRANSIENT_KINDS
+
+    routes = {"/busy": Route(status=429, body=b"slow down", content_type="text/plain"),
+              "/late": Route(status=408, body=b"", content_type="text/plain")}
+    with serve(routes) as base:
+        for path in routes:
+            r = fetch_image(base + path, _policy(retries=1))
+            assert (r.kind, r.attempts) == ("http_throttled", 2) and r.kind in TRANSIENT_KINDS

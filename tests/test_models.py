@@ -171,7 +171,7 @@ def test_untrained_clip_and_generator_reach_the_record():
     digits = get_dataset("digits")
     job = {"source": "generated", "variant": "v", "run_seed": 0, "options": {"generator": "random:sd21-base"}}
     by_gen = build_record(dataset=digits, job=job, shots=1, clip="ViT-B-32:openai", n_train=10, n_test=540, scores={},
-                          manifest={"untrained_models": ["random:sd21-base"]})
+                          manifest={"untrained_models": ["generator random:sd21-base"]})
     by_clip = build_record(dataset=digits, job={**job, "options": {}}, shots=1, clip="ViT-B-32:random", n_train=10,
                            n_test=540, scores={}, manifest={"untrained_models": []})
     trained = build_record(dataset=digits, job={**job, "options": {"generator": "stabilityai/stable-diffusion-2-1-base"}},
@@ -180,6 +180,10 @@ def test_untrained_clip_and_generator_reach_the_record():
     assert by_gen["untrained_models"] and by_clip["untrained_models"] and not trained["untrained_models"]
     assert "generator random:sd21-base" in notice([by_gen]) and "CLIP ViT-B-32:random" in notice([by_clip])
     assert notice([trained]) is None
+    # A trained generator scored with an untrained CLIP is not blamed.
+    mixed = build_record(dataset=digits, job={**job, "options": {"generator": "stabilityai/stable-diffusion-2-1-base"}},
+                         shots=1, clip="tiny", n_train=10, n_test=540, scores={}, manifest={"untrained_models": []})
+    assert notice([mixed]).count("generator") == 0 and "CLIP tiny" in notice([mixed])
 
 
 @pytest.mark.parametrize("ref", ["nope", "", "random:no-such-config", "not a hub id", "genbench-test/no-such-model"])

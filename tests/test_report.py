@@ -34,7 +34,7 @@ def _record(dataset, source, strategy, shots, rng, *, probe=True, tiny=False, mt
     rec = {
         "dataset": dataset, "group": "test", "source": source, "generator": "sd21" if source == "generated" else None,
         "strategy": strategy, "shots": shots, "clip": "ViT-B-32", "metric": "accuracy", "n_train": shots * 10,
-        "n_test": 100, "untrained_models": tiny, "variant": variant, "collection": f"/c/{dataset}/{source}/{variant}",
+        "n_test": 100, "untrained_models": tiny, "untrained": ["generator sd21"] if tiny else [], "variant": variant, "collection": f"/c/{dataset}/{source}/{variant}",
         "scores": scores, "cost": {"device": "cuda:0", "device_seconds": 3.0, "gpu_seconds": 3.0,
                                    "usd_per_image": 2.5e-4 if source == "generated" else 4e-5},
     }
@@ -215,5 +215,6 @@ def test_records_written_before_the_rename_still_carry_the_notice(tmp_path):
     recs = [_record("digits", "original", None, k, rng, probe=False) for k in SHOTS]
     for r in recs:
         r["tiny_models"] = r.pop("untrained_models") or True
+        del r["untrained"]
     res = build_report([_write(tmp_path / "r", recs)], str(tmp_path / "o"))
     assert res["untrained_models"] is True and NOTICE in open(res["report_md"]).read()

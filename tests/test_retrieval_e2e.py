@@ -152,7 +152,9 @@ def test_retrieval_end_to_end_and_rerun(pool, index_dir, tmp_path):
     assert snapshot(coll) == before and again["scores"] == rec["scores"]
 
 
-def test_loopback_refused_without_allow_list(pool, index_dir, tmp_path):
+def test_loopback_refused_without_allow_list_then_fetched_once_allowed(pool, index_dir, tmp_path):
+    """A refused address is final under the policy that refused it; allowing the network on the next run (same
+    collection: the allow-list is not part of its identity) fetches those URLs."""
     out = str(tmp_path / "refused")
     from genbench.errors import GenbenchError
 
@@ -160,6 +162,10 @@ def test_loopback_refused_without_allow_list(pool, index_dir, tmp_path):
         run_experiment(_cfg(index_dir, allow=()), out, progress=False)
     man = json.load(open(os.path.join(_retrieved(out), "manifest.json")))
     assert set(man["fetch"]["kinds"]) == {"refused_address"}
+    (rec,) = run_experiment(_cfg(index_dir), out, progress=False)
+    assert rec["n_train"] == 40
+    man = json.load(open(os.path.join(_retrieved(out), "manifest.json")))
+    assert "refused_address" not in man["fetch"]["kinds"] and man["shortfall"]["missing_samples"] == 0
 
 
 def test_transient_failures_are_retried_on_the_next_run_and_permanent_ones_are_not(pool, index_dir, tmp_path):

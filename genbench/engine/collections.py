@@ -74,7 +74,9 @@ def prepare(planned: Any, clip_slug: str | None, verify: str) -> CollectionState
     if removed:
         log.info("%s: removed %d temporary file(s) left by an interrupted run", job.uri, len(removed))
     records = mf.load_records(store)
-    extent = max(job.shots, recorded_shots(records, job.num_classes))
+    # Only shards whose tar is still there define what the collection holds (a user may delete the tail to shrink it).
+    intact = {name: r for name, r in records.items() if store.size(f"{name}.tar") == r.get("bytes")}
+    extent = max(job.shots, recorded_shots(intact, job.num_classes))
     if extent != job.shots:
         log.info("%s: holds %d shots; %d asked for are a prefix", job.uri, extent, job.shots)
         planned = replace(planned, job=replace(job, shots=extent))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from genbench.catalog import get_dataset
 from genbench.catalog.loaders import load_split
@@ -54,7 +55,7 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str, ctx: CheckContext | None 
     if "://" not in shards_root:
         shards_root = os.path.abspath(shards_root)
     planned: list[Planned] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}
     for ds in cfg.datasets:
         dataset = get_dataset(ds)
         for i, entry in enumerate(cfg.sources):
@@ -64,10 +65,17 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str, ctx: CheckContext | None 
                 variant = spec.variant(cfg.seed)
                 uri = join(shards_root, ds, entry.kind, variant)
                 if uri in seen:
+                    j, other = seen[uri]
+                    if other == spec.identity_options():
+                        raise UsageError(f"sources[{i}]", entry.kind,
+                                         f"a source whose collection differs from sources[{j}]'s ({variant}): put "
+                                         "both shot counts in one list (shots: [..]) instead of repeating the source")
+                    differ = sorted(k for k in set(other) | set(spec.identity_options())
+                                    if other.get(k) != spec.identity_options().get(k))
                     raise UsageError(f"sources[{i}]", entry.kind,
-                                     f"a source whose collection differs from sources[{seen[uri]}]'s ({variant}): put "
-                                     "both shot counts in one list (shots: [..]) instead of repeating the source")
-                seen[uri] = i
+                                     f"a collection name of its own: it differs from sources[{j}] in {', '.join(differ)} "
+                                     f"but both are named {variant} (e.g. give a model directory another name)")
+                seen[uri] = (i, spec.identity_options())
                 job = CollectionJob(
                     dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant, uri=uri,
                     run_seed=cfg.seed, num_classes=dataset.num_classes, shots=max(entry.shots),

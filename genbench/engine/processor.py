@@ -64,6 +64,7 @@ class ShardProcessor:
             # for a tar that is being replaced.
             invalidate(store, task.shard_id)
             made = source.produce(task, self.resources)
+            made.check(task.members(), job.source_ref)
             samples, short = made.samples, made.shortfall
         embeddings, extra, sums = {}, {}, None
         if clip is not None:

@@ -101,6 +101,9 @@ def score_collection_dir(
     names = registry.parse(metrics or list(registry.DEFAULT), "--metrics")
     registry.check_requirements(names, {"inception_weights": inception_weights}, "--metrics",
                                 {"inception_weights": "--inception-weights"})
+    if inception_weights is not None and (not os.path.isfile(inception_weights)
+                                          or not inception_weights.endswith(".safetensors")):
+        raise UsageError("--inception-weights", inception_weights, "an existing local .safetensors file of Inception-v3 weights")
     spec = get_dataset(dataset)
     store = Store(uri, storage_options)
     man = mf.read_manifest(store)

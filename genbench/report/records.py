@@ -23,6 +23,10 @@ def untrained(record: dict[str, Any]) -> bool:
     return bool(record.get("untrained_models", record.get("tiny_models", False)))
 
 
+def _untrained_list(record: dict[str, Any]) -> list[str]:
+    return list(record.get("untrained") or (["models named in the collections' manifests"] if untrained(record) else []))
+
+
 def build_record(
     *,
     dataset: Any,
@@ -40,7 +44,8 @@ def build_record(
     options = job.get("options", {})
     made_by_untrained = manifest.get("untrained_models")
     if made_by_untrained is None:  # a manifest written before the list was kept
-        made_by_untrained = ["(tiny)"] if manifest.get("tiny_models") else []
+        made_by_untrained = ["tiny models (an earlier genbench)"] if manifest.get("tiny_models") else []
+    what = sorted(set(made_by_untrained) | ({f"CLIP {clip}"} if clip_untrained(clip) else set()))
     cost = manifest.get("cost") or {}
     record = {
         "dataset": dataset.name,
@@ -56,7 +61,8 @@ def build_record(
         "variant": job.get("variant"),
         "collection": job.get("collection"),
         "seed": job.get("run_seed"),
-        "untrained_models": bool(made_by_untrained) or clip_untrained(clip),
+        "untrained_models": bool(what),
+        "untrained": what,
         # Classes with fewer than `shots` images give all they have (original data); the gap is reported, not hidden.
         "shortfall": int(shots * dataset.num_classes - n_train),
         "scores": dict(scores),
@@ -69,12 +75,8 @@ def build_record(
 
 def notice(records: list[dict[str, Any]]) -> str | None:
     """The untrained-models notice naming what was untrained, or None when every model was trained."""
-    what = sorted({r.get("clip") for r in records if untrained(r) and clip_untrained(r.get("clip"))} - {None})
-    gens = sorted({r.get("generator") for r in records if untrained(r) and r.get("generator")} - {None})
-    if not any(untrained(r) for r in records):
-        return None
-    parts = ([f"CLIP {', '.join(what)}"] if what else []) + ([f"generator {', '.join(gens)}"] if gens else [])
-    return UNTRAINED_NOTICE.format(what="; ".join(parts) or "see the collections' manifests")
+    what = sorted({w for r in records for w in _untrained_list(r)})
+    return UNTRAINED_NOTICE.format(what=", ".join(what)) if what else None
 
 
 def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:

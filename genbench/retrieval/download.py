@@ -29,7 +29,7 @@ class FetchBatch:
         cpu = (time.process_time() - t0) / max(1, len(results))  # measured CPU-seconds, shared over the batch
         for r in results:
             r.decode_s, r.encode_s = cpu, 0.0
-        table = staging.results_table(results)
+        table = staging.results_table(results, self.policy.digest())
         store = Store(self.staging_dir, self.storage_options)
         store.write_bytes(f"part-{uuid.uuid4().hex}.parquet", staging.table_bytes(table))
         return table.drop_columns(["data"])

@@ -48,6 +48,7 @@ FAILURE_KINDS: tuple[str, ...] = (
     "redirect_loop",
     "too_many_redirects",
     "http_4xx",
+    "http_throttled",  # 408 or 429: the server asks us to come back later
     "http_5xx",
     "bad_status",  # a status that is neither 2xx, a followable redirect, 4xx nor 5xx (e.g. 304, 3xx without Location)
     "timeout",
@@ -56,7 +57,10 @@ FAILURE_KINDS: tuple[str, ...] = (
     "too_many_pixels",
     "connection_error",
 )
-TRANSIENT_KINDS: frozenset[str] = frozenset({"timeout", "http_5xx", "connection_error"})
+TRANSIENT_KINDS: frozenset[str] = frozenset({"timeout", "http_throttled", "http_5xx", "connection_error"})
+# Failures that a different policy could turn into an image (another allow-list, larger caps): final only under the
+# policy that met them.
+POLICY_KINDS: frozenset[str] = frozenset({"refused_address", "too_large", "too_many_pixels", "too_many_redirects"})
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # Formats whose original bytes we keep; anything else PIL can read (GIF, BMP, TIFF, ...) is re-encoded to PNG so that
 # the shard writer only ever sees formats every trainer can decode.
@@ -114,6 +118,14 @@ class FetchPolicy:
             object.__setattr__(self, "allow_networks", (self.allow_networks,))
         for name, check in _POLICY_CHECKS.items():
             check(getattr(self, name), name)  # a bad value raises UsageError naming the field
+
+    def digest(self) -> str:
+        """What the outcome of a fetch may depend on, as a short digest (recorded with every staging part)."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -227,6 +239,8 @@ def _download(url: str, policy: FetchPolicy, session: requests.Session) -> tuple
                 seen.add(nxt)
                 current = nxt
                 continue
+            if status in (408, 429):
+                raise _Failure("http_throttled", f"HTTP {status}")
             if 400 <= status < 500:
                 raise _Failure("http_4xx", f"HTTP {status}")
             if status >= 500:

@@ -7,13 +7,12 @@ On disk (local path or any fsspec URL, opened with the run's ``storage_options``
     index.json         clip ref/slug, dim, factory, count, build time, id -- written LAST, so its presence means "complete"
 
 ``id`` is a digest of the index and metadata files: the index's identity, part of the identity and the name of every
-collection retrieved from it (two indexes in directories of the same name never share a collection). Building lives in
-:mod:`genbench.retrieval.build`.
+collection retrieved from it (two indexes in directories of the same name never share a collection; an index built
+before ids were kept is identified by its path, as before). Building lives in :mod:`genbench.retrieval.build`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -52,8 +51,8 @@ class IndexInfo:
     id: str = ""  # digest of the index and metadata files; empty in indexes built before it was recorded
 
 
-def read_info(index_dir: str, storage_options: dict | None = None, field: str = "index") -> tuple[IndexInfo, str]:
-    """(the index's info, its identity): ``info.id``, or for an index that predates it a digest of its index.json."""
+def read_info(index_dir: str, storage_options: dict | None = None, field: str = "index") -> IndexInfo:
+    """What ``index.json`` says (``id`` is empty for an index built before ids were kept)."""
     fs, root = fsspec.core.url_to_fs(index_dir, **(storage_options or {}))
     path = f"{root.rstrip('/')}/{INFO_FILE}"
     if not fs.exists(path):
@@ -67,7 +66,7 @@ def read_info(index_dir: str, storage_options: dict | None = None, field: str = 
         raise UsageError(field, index_dir, f"an index whose {INFO_FILE} is readable ({type(exc).__name__})") from None
     if info.format_version != FORMAT_VERSION:
         raise UsageError(field, index_dir, f"an index of format version {FORMAT_VERSION} (found {info.format_version})")
-    return info, info.id or hashlib.sha256(blob).hexdigest()[:16]
+    return info
 
 
 def check_built_with(info: IndexInfo, clip_ref: str | None, clip_slug: str | None, field: str, index_dir: str) -> None:
@@ -132,7 +131,7 @@ def open_index(index_dir: str, *, nprobe: int | None = None, ef_search: int | No
     """Open a directory written by :func:`genbench.retrieval.build.build_index` (local or fsspec, with
     ``storage_options``). IVF indexes default to ``nprobe=32`` and HNSW to ``efSearch=128`` (faiss's own defaults of 1
     and 16 miss too many neighbours)."""
-    info, _ = read_info(index_dir, storage_options)
+    info = read_info(index_dir, storage_options)
     fs, root = fsspec.core.url_to_fs(index_dir, **(storage_options or {}))
     root = root.rstrip("/")
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)

@@ -1,13 +1,14 @@
 """The download cache of a retrieved collection, ``<collection>/staging/``.
 
 - ``part-*.parquet``: one file per download batch, written whole (a part is either there or not): url, ok, kind,
-  attempts, cpu_s, data. Every attempt is kept, failures included.
+  attempts, cpu_s, data, and the digest of the fetch policy it ran under. Every attempt is kept, failures included.
 - ``assignment.parquet``: which URL fills which (class, shot) slot, so every later run keeps the same URL in the same
   slot and a redone shard is byte-identical.
 
 A URL's outcome is read across all its attempts, whatever order the parts were written in: ``ok`` if any attempt got
-the image; else a permanent failure (404, refused address, undecodable body, ...) if any attempt had one; else its
-transient failure (timeout, 5xx, connection reset), which the next run tries again.
+the image; else a permanent failure (404, undecodable body, ...) if any attempt had one; else its transient failure
+(timeout, 408/429, 5xx, connection reset), which the next run tries again. A failure that the policy decided (a refused
+address, a byte or pixel cap) is permanent only under the policy that met it: with another allow-list it is retried.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from genbench.retrieval.fetch import TRANSIENT_KINDS
+from genbench.retrieval.fetch import POLICY_KINDS, TRANSIENT_KINDS
 from genbench.shards.store import Store
 
-COLUMNS = ("url", "ok", "kind", "attempts", "cpu_s", "data")
+COLUMNS = ("url", "ok", "kind", "attempts", "cpu_s", "data", "policy")
 ASSIGNMENT = "assignment.parquet"
 
 
@@ -47,28 +48,28 @@ class Outcome:
     kind: str
     cpu_s: float
     part: str | None
-
-    @property
-    def final(self) -> bool:
-        """Nothing more to try: the image arrived, or the failure will not change by asking again."""
-        return self.ok or self.kind not in TRANSIENT_KINDS
+    final: bool  # nothing more to try: the image arrived, or asking again under this policy would fail the same way
 
 
-def read_outcomes(staging: str, storage_options: dict | None = None) -> dict[str, Outcome]:
-    """url -> :class:`Outcome` over every part written so far."""
+def read_outcomes(staging: str, storage_options: dict | None = None, policy: str | None = None) -> dict[str, Outcome]:
+    """url -> :class:`Outcome` over every part written so far; ``policy`` is the digest of the fetch policy now in
+    force (a policy-decided failure met under another one is not final)."""
     store = Store(staging, storage_options)
     rank = {}
     cpu: dict[str, float] = {}
     for name in _parts(store):
         with store.open(name) as f:
-            table = pq.read_table(f, columns=["url", "ok", "kind", "cpu_s"])
-        for url, ok, kind, cpu_s in zip(*(table.column(c).to_pylist() for c in ("url", "ok", "kind", "cpu_s"))):
+            table = pq.read_table(f)
+        cols = [table.column(c).to_pylist() for c in ("url", "ok", "kind", "cpu_s")]
+        ran_under = table.column("policy").to_pylist() if "policy" in table.column_names else [None] * table.num_rows
+        for url, ok, kind, cpu_s, under in zip(*cols, ran_under):
             cpu[url] = cpu.get(url, 0.0) + float(cpu_s or 0.0)
-            # Which attempt speaks for the URL: an arrival, else a permanent failure, else a transient one.
-            score = 2 if ok else (0 if kind in TRANSIENT_KINDS else 1)
+            final = kind not in TRANSIENT_KINDS and (kind not in POLICY_KINDS or (policy is not None and under == policy))
+            # Which attempt speaks for the URL: an arrival, else a final failure, else one worth trying again.
+            score = 2 if ok else (1 if final else 0)
             if url not in rank or score > rank[url][0]:
                 rank[url] = (score, bool(ok), str(kind), name if ok else None)
-    return {u: Outcome(ok, kind, cpu[u], part) for u, (_, ok, kind, part) in rank.items()}
+    return {u: Outcome(ok, kind, cpu[u], part, score > 0) for u, (score, ok, kind, part) in rank.items()}
 
 
 def read_images(staging: str, parts_by_url: dict[str, str], storage_options: dict | None = None) -> dict[str, bytes]:
@@ -88,8 +89,8 @@ def read_images(staging: str, parts_by_url: dict[str, str], storage_options: dic
     return found
 
 
-def results_table(results: list[Any]) -> pa.Table:
-    """FetchResults -> a staging part."""
+def results_table(results: list[Any], policy: str = "") -> pa.Table:
+    """FetchResults -> a staging part (``policy``: the digest of the fetch policy they ran under)."""
     return pa.table(
         {
             "url": pa.array([r.url for r in results], pa.string()),
@@ -98,6 +99,7 @@ def results_table(results: list[Any]) -> pa.Table:
             "attempts": pa.array([int(r.attempts) for r in results], pa.int32()),
             "cpu_s": pa.array([float(r.decode_s + r.encode_s) for r in results], pa.float64()),
             "data": pa.array([r.data if r.ok else None for r in results], pa.binary()),
+            "policy": pa.array([policy] * len(results), pa.string()),
         }
     )
 

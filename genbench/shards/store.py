@@ -29,8 +29,12 @@ def is_local(uri: str) -> bool:
 class Store:
     def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = uri.rstrip("/") if "://" in uri else os.path.abspath(uri)
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
         self.local = is_local(self.uri)
+        options = dict(storage_options or {})
+        if not self.local:
+            # Other processes (workers, download actors) write here: a cached listing would hide their files.
+            options.setdefault("use_listings_cache", False)
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **options)
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if not self.local else os.path.join(self.root, *parts)

@@ -29,8 +29,9 @@ def option(default: Any = MISSING, check: validate.Check | None = None, *, token
            identity: bool = True, always: bool = False, when: Callable[[Any], bool] | None = None,
            internal: bool = False, help: str = "") -> Any:
     """A spec field. ``check(value, where)`` validates a configured value. ``identity``: the option changes the images,
-    so it is part of the collection's identity and, through ``token`` (a format string such as ``"steps{}"``), of its
-    name when not at its default. ``always``: in the identity even at its default (the keys collections had before
+    so it is part of the collection's identity and, through ``token`` (a format string such as ``"steps{}"``; by
+    default ``"<name>{}"``; ``""`` when :meth:`SourceSpec.base_name` already names it), of its name when not at its
+    default. ``always``: in the identity even at its default (the keys collections had before
     options were declared this way; a new option must not set it, or every existing collection would look different).
     ``when(spec)``: the option only matters then (``ce_model`` only under strategy ``ce``). ``internal``: set by the
     planner, never by a config."""
@@ -44,14 +45,24 @@ def _a(word: str) -> str:
 
 
 def _fmt(value: Any) -> str:
-    """An option value as it appears in a directory name (``cfg7.5``, ``ce-my-t5``)."""
+    """An option value as it appears in a directory name (``cfg7.5``, ``ce-my-t5``): short, and never the same for two
+    different numbers."""
     from genbench.models.refs import slugify
 
-    if isinstance(value, bool):
-        return ""
     if isinstance(value, float):
-        return f"{value:g}"
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     return slugify(str(value), keep=".-", sep="-")
+
+
+def _token(f: dataclasses.Field, value: Any) -> str:
+    token = f.metadata.get("token")
+    token = f"{f.name.replace('_', '-')}{{}}" if token is None else token
+    if not token:
+        return ""
+    if isinstance(value, bool):  # a flag's token says it is on; "no-" says it is off against a default of on
+        return token.format("") if value else "no-" + token.format("")
+    return token.format(_fmt(value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +99,10 @@ class SourceSpec:
         """The collection's directory name: base name, a token per image-changing option off its default, the seed."""
         parts = [self.base_name()]
         for f in fields(self):
-            token = f.metadata.get("token")
-            if token and self._relevant(f) and getattr(self, f.name) != f.default:
-                parts.append(token.format(_fmt(getattr(self, f.name))))
+            if self._relevant(f) and getattr(self, f.name) != f.default:
+                parts.append(_token(f, getattr(self, f.name)))
         parts.append(f"s{int(run_seed)}")
-        return "_".join(parts)
+        return "_".join(p for p in parts if p)
 
     # ---- parsing -------------------------------------------------------------------------------------------------
     @classmethod
@@ -136,6 +146,16 @@ class ShardSamples:
 
     samples: list["Sample"]
     shortfall: list[tuple[int, int]] = field(default_factory=list)
+
+    def check(self, members: list[tuple[int, int]], who: str) -> None:
+        """Every slot of the shard exactly once, samples in the shard's order: a sample in another shard's slot would
+        be counted twice and break prefix reads, so a source that breaks this fails its shard."""
+        got = [(s.cls, s.shot) for s in self.samples]
+        short = [tuple(x) for x in self.shortfall]
+        if sorted(got + short) != sorted(members) or got != [m for m in members if m in set(got)]:
+            raise ValueError(f"{who}: produce() must return the shard's slots in order, each once as a sample or in "
+                             f"shortfall; the shard has {len(members)} slot(s) from {members[:1]}, got samples "
+                             f"{got[:3]}{'...' if len(got) > 3 else ''} and shortfall {short[:3]}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +210,7 @@ class Source:
         return False
 
     def untrained(self, spec: SourceSpec) -> list[str]:
-        """References of models with untrained (random) weights that make this collection's images."""
+        """The models with untrained (random) weights that make this collection's images, as "generator tiny"."""
         return []
 
     def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],

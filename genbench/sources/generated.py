@@ -54,7 +54,7 @@ def _is(strategy: str) -> Callable[["GeneratedSpec"], bool]:
 class GeneratedSpec(SourceSpec):
     """A text-to-image generator under one or more prompt strategies; each strategy makes its own collection."""
 
-    generator: str = option(check=validate.texts("a model reference: " + refs.ALLOWED_GENERATOR), always=True,
+    generator: str = option(check=validate.texts("a model reference: " + refs.ALLOWED_GENERATOR), token="", always=True,
                             help="'tiny', 'null', random:<config>, a hub id or a local diffusers directory")
     strategies: tuple[str, ...] = option(("st",), _strategy_list, identity=False)
     per_dataset: tuple[tuple[str, tuple[str, ...]], ...] = option((), _per_dataset, identity=False)
@@ -111,8 +111,8 @@ class GeneratedSource(Source):
         return spec.strategy == "tig"  # img2img starts from k-shot originals
 
     def untrained(self, spec: GeneratedSpec) -> list[str]:
-        found = [spec.generator] if refs.generator_untrained(spec.generator) else []
-        return found + (["ce_model tiny"] if spec.strategy == "ce" and spec.ce_model == "tiny" else [])
+        found = [f"generator {spec.generator}"] if refs.generator_untrained(spec.generator) else []
+        return found + (["CE model tiny"] if spec.strategy == "ce" and spec.ce_model == "tiny" else [])
 
     def _generator(self, job: Any, resources: Any) -> Any:
         spec = job.spec

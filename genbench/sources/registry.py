@@ -47,16 +47,23 @@ def resolve(name: object, field: str = "source") -> str:
     raise UsageError(field, name, f"one of {', '.join(known_kinds())}, or a Source as module:Class")
 
 
-@lru_cache(maxsize=None)
 def load(ref: str, field: str = "source"):
-    """The Source instance a ``module:Class`` reference names (imported once per process)."""
-    from genbench.sources.base import Source
-
-    module, _, name = ref.partition(":")
+    """The Source instance a ``module:Class`` reference names (imported once per process; one instance per ref)."""
     try:
-        cls = getattr(importlib.import_module(module), name)
+        return _load(ref)
     except (ImportError, AttributeError) as exc:
         raise UsageError(field, ref, f"an importable Source (module:Class): {type(exc).__name__}: {exc}") from None
+    except UsageError as exc:
+        raise UsageError(exc.field.replace("source", field, 1), exc.value, exc.allowed) from None
+
+
+@lru_cache(maxsize=None)
+def _load(ref: str):
+    from genbench.sources.base import Source
+
+    field = "source"
+    module, _, name = ref.partition(":")
+    cls = getattr(importlib.import_module(module), name)
     if not (isinstance(cls, type) and issubclass(cls, Source)):
         raise UsageError(field, ref, "a subclass of genbench.sources.base.Source")
     kind = getattr(cls, "kind", None)

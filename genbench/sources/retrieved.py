@@ -36,7 +36,7 @@ class RetrievedSpec(SourceSpec):
 
     index: str = option(check=validate.texts("the directory (or fsspec URL) of a caption index"), identity=False,
                         help="the directory of a caption index built with `genbench index build`")
-    index_id: str = option("", identity=True, always=True, internal=True)
+    index_id: str = option("", token="", identity=False, internal=True)
     oversample: float = option(3.0, validate.nums(1.0, 100.0), token="os{}", always=True)
     image_size: int | None = option(None, validate.ints(8, 4096, optional=True), token="px{}", always=True)
     image_format: str = option("jpg", validate.one_of(*IMAGE_FORMATS), token="{}", always=True)
@@ -51,12 +51,11 @@ class RetrievedSpec(SourceSpec):
         self.policy(f"{where}.fetch")
 
     def identity_options(self) -> dict[str, Any]:
-        opts = super().identity_options()
-        opts["index"] = opts.pop("index_id")
-        return opts
+        # An index built before indexes recorded an id is identified by its path, as collections from it always were.
+        return {"index": self.index_id or self.index, **super().identity_options()}
 
     def base_name(self) -> str:
-        return f"{index_slug(self.index)}-{self.index_id[:8]}"
+        return f"{index_slug(self.index)}-{self.index_id[:8]}" if self.index_id else index_slug(self.index)
 
 
 class RetrievedSource(Source):
@@ -66,15 +65,15 @@ class RetrievedSource(Source):
     def check(self, spec: RetrievedSpec, where: str, ctx: CheckContext) -> None:
         from genbench.retrieval.index import check_built_with, read_info
 
-        info, _ = read_info(spec.index, ctx.storage_options, f"{where}.index")
+        info = read_info(spec.index, ctx.storage_options, f"{where}.index")
         check_built_with(info, ctx.clip, ctx.clip_slug, f"{where}.index", spec.index)
 
     def resolve(self, spec: RetrievedSpec, ctx: CheckContext) -> RetrievedSpec:
         from genbench.retrieval.index import read_info
 
         index = spec.index if "://" in spec.index else os.path.abspath(spec.index)
-        _, ident = read_info(index, ctx.storage_options)
-        return replace(spec, index=index, index_id=ident)
+        info = read_info(index, ctx.storage_options)
+        return replace(spec, index=index, index_id=info.id)
 
     def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],
                    ctx: PlanContext) -> SlotPlan:
@@ -89,13 +88,14 @@ class RetrievedSource(Source):
         index = open_index(spec.index, storage_options=job.storage_options)
         plan = retrieve(index, ctx.clip, dataset.classes, dataset.templates, job.shots, oversample=spec.oversample)
         wanted = list(dict.fromkeys(plan.url_table().column("url").to_pylist()))
-        outcomes = staging.read_outcomes(where, job.storage_options)
+        policy = spec.policy()
+        outcomes = staging.read_outcomes(where, job.storage_options, policy.digest())
         todo = [u for u in wanted if u not in outcomes or not outcomes[u].final]
         t0 = time.perf_counter()
         if todo:
             log.info("%s: downloading %d candidate URL(s) (%d cached)", job.uri, len(todo), len(wanted) - len(todo))
-            ctx.download(todo, where, dataclasses.asdict(spec.policy()), job.storage_options, ctx.progress)
-            outcomes = staging.read_outcomes(where, job.storage_options)
+            ctx.download(todo, where, dataclasses.asdict(policy), job.storage_options, ctx.progress)
+            outcomes = staging.read_outcomes(where, job.storage_options, policy.digest())
         wall = time.perf_counter() - t0
 
         arrived = [u for u in wanted if u in outcomes and outcomes[u].ok]
