@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from genbench.retrieval import staging
-from genbench.retrieval.fetch import FetchPolicy, fetch_many
+from genbench.retrieval.fetch import fetch_many
+from genbench.retrieval.policy import FetchPolicy
 from genbench.shards.store import Store
 
 

@@ -30,110 +30,31 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image, ImageFile
 
-from genbench import validate
 from genbench.errors import UsageError
+from genbench.retrieval.policy import (
+    FAILURE_KINDS,
+    POLICY_KINDS,
+    TRANSIENT_KINDS,
+    FetchPolicy,
+    parse_policy,
+)
+
+__all__ = ["FAILURE_KINDS", "POLICY_KINDS", "TRANSIENT_KINDS", "FetchPolicy", "FetchResult", "check_url", "decode_image",
+           "failure_counts", "fetch_image", "fetch_many", "parse_policy"]
 
 log = logging.getLogger(__name__)
 
-FAILURE_KINDS: tuple[str, ...] = (
-    "bad_url",  # not parseable, no host, bad port
-    "bad_scheme",
-    "refused_address",
-    "redirect_loop",
-    "too_many_redirects",
-    "http_4xx",
-    "http_throttled",  # 408 or 429: the server asks us to come back later
-    "http_5xx",
-    "bad_status",  # a status that is neither 2xx, a followable redirect, 4xx nor 5xx (e.g. 304, 3xx without Location)
-    "timeout",
-    "too_large",
-    "decode_error",
-    "too_many_pixels",
-    "connection_error",
-)
-TRANSIENT_KINDS: frozenset[str] = frozenset({"timeout", "http_throttled", "http_5xx", "connection_error"})
-# Failures that a different policy could turn into an image (another allow-list, larger caps): final only under the
-# policy that met them.
-POLICY_KINDS: frozenset[str] = frozenset({"refused_address", "too_large", "too_many_pixels", "too_many_redirects"})
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # Formats whose original bytes we keep; anything else PIL can read (GIF, BMP, TIFF, ...) is re-encoded to PNG so that
 # the shard writer only ever sees formats every trainer can decode.
 KEPT_FORMATS = ("JPEG", "PNG", "WEBP")
 _CHUNK = 64 * 1024
-
-
-def _deadline(value: Any, where: str) -> float | None:
-    return None if value is None else validate.number(value, where, 0.0, 3600.0, lo_open=True)
-
-
-# Bounds of each configurable limit (``sources[i].fetch.<name>`` in a config).
-_POLICY_CHECKS: dict[str, validate.Check] = {
-    "timeout_s": validate.nums(0.0, 600.0, lo_open=True),
-    "max_bytes": validate.ints(1, 2**31),
-    "max_pixels": validate.ints(1, 2**31),
-    "retries": validate.ints(0, 10),
-    "backoff_s": validate.nums(0.0, 60.0),
-    "allow_networks": validate.cidrs,
-    "max_redirects": validate.ints(0, 20),
-    "user_agent": validate.texts("a non-empty User-Agent string"),
-    "deadline_s": _deadline,
-}
-
-
-def parse_policy(data: Any, where: str, allow_networks: tuple[str, ...] = ()) -> "FetchPolicy":
-    """A :class:`FetchPolicy` from a config mapping at ``where`` (unknown keys refused, each value bounded)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(where, data, "a mapping of fetch limits: " + ", ".join(k for k in _POLICY_CHECKS if k != "allow_networks"))
-    validate.keys(data, [k for k in _POLICY_CHECKS if k != "allow_networks"], f"{where}.")
-    kw = {k: _POLICY_CHECKS[k](v, f"{where}.{k}") for k, v in data.items()}
-    return FetchPolicy(**kw, allow_networks=tuple(allow_networks))
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    """Limits of one fetch. ``timeout_s`` bounds connecting and each socket read; ``deadline_s`` (default
-    3 x ``timeout_s``) bounds one whole attempt, headers and body. ``allow_networks`` (CIDR strings) is the only way to
-    reach non-public addresses."""
-
-    timeout_s: float = 10.0
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 64_000_000
-    retries: int = 2
-    backoff_s: float = 0.5
-    allow_networks: tuple[str, ...] = ()
-    max_redirects: int = 5
-    user_agent: str = "genbench/0.1 (+research)"
-    deadline_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.allow_networks, str):  # a lone CIDR string would otherwise be iterated per character
-            object.__setattr__(self, "allow_networks", (self.allow_networks,))
-        for name, check in _POLICY_CHECKS.items():
-            check(getattr(self, name), name)  # a bad value raises UsageError naming the field
-
-    def digest(self) -> str:
-        """What the outcome of a fetch may depend on, as a short digest (recorded with every staging part)."""
-        import hashlib
-        import json
-        from dataclasses import asdict
-
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-    @property
-    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(c, strict=False) for c in self.allow_networks)
-
-    @property
-    def attempt_deadline_s(self) -> float:
-        return self.deadline_s if self.deadline_s is not None else 3 * self.timeout_s
 
 
 @dataclass

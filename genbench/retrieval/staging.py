@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from genbench.retrieval.fetch import POLICY_KINDS, TRANSIENT_KINDS
+from genbench.retrieval.policy import POLICY_KINDS, TRANSIENT_KINDS
 from genbench.shards.store import Store
 
 COLUMNS = ("url", "ok", "kind", "attempts", "cpu_s", "data", "policy")

@@ -10,7 +10,13 @@ from PIL import Image
 from genbench import validate
 from genbench.errors import UsageError
 from genbench.models import refs
-from genbench.prompts import CE_DEFAULT_REF, STRATEGIES, make_prompt, parse_strategy, tig_init_index
+from genbench.prompts import (
+    CE_DEFAULT_REF,
+    STRATEGIES,
+    make_prompt,
+    parse_strategy,
+    tig_init_index,
+)
 from genbench.seeds import sample_seed
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
 from genbench.sources.base import CheckContext, ShardSamples, Source, SourceSpec, option

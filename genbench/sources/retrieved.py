@@ -23,9 +23,17 @@ from PIL import Image
 from genbench import validate
 from genbench.models.refs import index_slug
 from genbench.retrieval import staging
-from genbench.retrieval.fetch import FetchPolicy, parse_policy
+from genbench.retrieval.policy import FetchPolicy, parse_policy
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
-from genbench.sources.base import CheckContext, PlanContext, ShardSamples, SlotPlan, Source, SourceSpec, option
+from genbench.sources.base import (
+    CheckContext,
+    PlanContext,
+    ShardSamples,
+    SlotPlan,
+    Source,
+    SourceSpec,
+    option,
+)
 
 log = logging.getLogger(__name__)
 
