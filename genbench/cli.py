@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", default=None, help="zeroshot, cler, cler_text, linear_probe, clip_score, "
                    "fd_clip, fid (default: zeroshot cler cler_text)")
     s.add_argument("--inception-weights", help="local .safetensors file of Inception-v3 weights (needed by fid)")
+    s.add_argument("--accept-test-subset", action="store_true",
+                   help="score on a test split whose size differs from the catalog's (a known subset)")
     s.add_argument("--data-root")
     s.add_argument("--cache-dir")
     _add_storage(s)
@@ -250,6 +252,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     record = scoring.score_collection_dir(
         args.train, args.dataset, args.clip, shots=args.shots, metrics=args.metrics, data_root=args.data_root,
         cache_dir=args.cache_dir, storage_options=_storage(args), inception_weights=args.inception_weights,
+        accept_test_subset=args.accept_test_subset,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:

@@ -49,6 +49,8 @@ class EngineConfig:
     gpus_per_worker: float | None = None
     cpus_per_worker: float = 1.0
     verify: str = "sha256"
+    on_locked: str = "fail"  # another run is writing a collection: fail (exit 2) or wait for it
+    lock_wait_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class ExperimentConfig:
     out: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     inception_weights: str | None = None  # local safetensors file of Inception-v3, needed by metrics: [fid]
+    # A test split whose size differs from the catalog's is refused unless this says it is a known subset.
+    accept_test_subset: bool = False
 
     @property
     def clip_slug(self) -> str | None:
@@ -128,9 +132,9 @@ def parse_config(data: Any, where: str = "config") -> ExperimentConfig:
     if isinstance(ds, str):
         ds = [ds]
     if not isinstance(ds, list) or not ds or len(ds) > len(dataset_names()):
-        raise UsageError("datasets", ds, "a non-empty list of catalog datasets: " + ", ".join(dataset_names()))
+        raise UsageError("datasets", ds, "a non-empty list of catalog dataset names (`genbench datasets` lists them)")
     for i, d in enumerate(ds):
-        validate.choice(d, f"datasets[{i}]", dataset_names())
+        validate.choice(d, f"datasets[{i}]", dataset_names(), "`genbench datasets`")
     datasets = tuple(dict.fromkeys(ds))
     srcs = data.get("sources")
     if not isinstance(srcs, list) or not srcs or len(srcs) > 100:
@@ -160,6 +164,8 @@ def parse_config(data: Any, where: str = "config") -> ExperimentConfig:
                                        {"inception_weights": kw.get("inception_weights")})
     if "storage_options" in data:
         kw["storage_options"] = parse_storage_options(data["storage_options"])
+    if "accept_test_subset" in data:
+        kw["accept_test_subset"] = validate.flag(data["accept_test_subset"], "accept_test_subset")
     if "engine" in data:
         kw["engine"] = _parse_engine(data["engine"])
     if "pricing" in data:
@@ -184,6 +190,10 @@ def _parse_engine(data: Any) -> EngineConfig:
         kw["cpus_per_worker"] = validate.number(data["cpus_per_worker"], "engine.cpus_per_worker", 0.0, 1024.0, lo_open=True)
     if "verify" in data:
         kw["verify"] = validate.choice(data["verify"], "engine.verify", VERIFY)
+    if "on_locked" in data:
+        kw["on_locked"] = validate.choice(data["on_locked"], "engine.on_locked", ("fail", "wait"))
+    if "lock_wait_s" in data:
+        kw["lock_wait_s"] = validate.number(data["lock_wait_s"], "engine.lock_wait_s", 0.0, 7 * 24 * 3600.0)
     return EngineConfig(**kw)
 
 
@@ -204,13 +214,35 @@ def _parse_pricing(data: Any) -> Pricing:
     return Pricing(**kw)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _Alias(yaml.YAMLError):
+    def __init__(self, mark: Any):
+        super().__init__("alias")
+        self.problem, self.problem_mark = "aliases (*name) are not allowed: write the value out", mark
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a few bytes of nested aliases expand into gigabytes (a 'billion laughs')."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise _Alias(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_config(path: str) -> ExperimentConfig:
     """Read and validate a YAML config file."""
     if not os.path.isfile(path):
         raise UsageError("config", path, "an existing YAML file")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise UsageError("config", path, f"a YAML file of at most {MAX_CONFIG_BYTES} bytes")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError:
+        raise UsageError("config", path, "a UTF-8 text file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

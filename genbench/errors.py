@@ -13,7 +13,7 @@ class GenbenchError(Exception):
     """Base class of genbench's own errors."""
 
 
-MAX_SHOWN = 200  # characters of a bad value echoed back: an error line must stay one short line
+MAX_SHOWN = 120  # characters of a bad value echoed back: an error line must stay one short line
 
 
 def shown(value: Any) -> str:
@@ -31,6 +31,9 @@ class UsageError(GenbenchError, ValueError):
         self.field, self.value, self.allowed = field, value, allowed
         super().__init__(f"{field}: got {shown(value)}; allowed: {allowed}")
 
+    def __reduce__(self):  # raised in a Ray worker, it must arrive in the driver as itself
+        return (UsageError, (self.field, self.value, self.allowed))
+
 
 class DatasetNotFound(UsageError):
     """A catalog dataset whose files are not under data_root. The message says where we looked and what is accepted."""
@@ -44,6 +47,9 @@ class DatasetNotFound(UsageError):
             f"the data comes from {origin} (genbench never downloads during a run)",
         )
         self.field, self.value, self.allowed = "dataset", dataset, "a dataset present under data_root"
+
+    def __reduce__(self):
+        return (DatasetNotFound, (self.dataset, self.looked_at, self.layouts, self.origin))
 
 
 class ShardFailures(GenbenchError):

@@ -44,11 +44,26 @@ def text(value: Any, where: str, what: str = "a non-empty string", max_len: int 
     return value
 
 
-def choice(value: Any, where: str, allowed: Iterable[Any]) -> Any:
+def choice(value: Any, where: str, allowed: Iterable[Any], listed_by: str = "") -> Any:
+    """``value`` if it is one of ``allowed``; a long list is not echoed whole, only its nearest names."""
     allowed = tuple(allowed)
-    if isinstance(value, bool) or value not in allowed:
-        raise UsageError(where, value, allowed)
+    try:
+        ok = not isinstance(value, bool) and value in allowed
+    except TypeError:  # unhashable, e.g. a list
+        ok = False
+    if not ok:
+        raise UsageError(where, value, one_of_many(value, allowed, listed_by))
     return value
+
+
+def one_of_many(value: Any, allowed: tuple, listed_by: str = "") -> Any:
+    """What to say is allowed: the list itself when short, else its size and the nearest names."""
+    if len(allowed) <= 8:
+        return allowed
+    import difflib
+
+    near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=3, cutoff=0.5) or [str(a) for a in allowed[:3]]
+    return f"one of {len(allowed)} names, e.g. {', '.join(near)}" + (f" ({listed_by} lists them)" if listed_by else "")
 
 
 def flag(value: Any, where: str) -> bool:

@@ -105,13 +105,14 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(routes: dict[str, Route]) -> Iterator[str]:
-    """Serve ``routes`` on 127.0.0.1 (a free port) in a background thread; yields the base URL ``http://127.0.0.1:PORT``."""
-    server = _Server(("127.0.0.1", 0), _handler(routes))
+def serve(routes: dict[str, Route], host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``routes`` on ``host`` (a loopback address, a free port) in a background thread; yields the base URL
+    ``http://HOST:PORT``."""
+    server = _Server((host, 0), _handler(routes))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

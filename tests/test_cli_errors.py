@@ -51,7 +51,7 @@ def _with_source(**changes):
 @pytest.mark.parametrize(
     "cfg,needles",
     [
-        (_with(datasets=["imagenet-22k"]), ("datasets[0]", "imagenet-22k", "digits")),
+        (_with(datasets=["imagenet-22k"]), ("datasets[0]", "imagenet-22k", "imagenet_1k", "genbench datasets")),
         (_with_source(source="scraped"), ("sources[0].source", "scraped", "generated")),
         (_with_source(shots=0), ("sources[0].shots", "0", ">= 1")),
         (_with_source(shots=-5), ("sources[0].shots", "-5")),

@@ -63,6 +63,7 @@ def data_root(tmp_path_factory):
 def _cfg(dataset, data_root):
     return parse_config({
         "name": dataset, "datasets": [dataset], "clip": "tiny", "shard_size": 16, "data_root": str(data_root),
+        "accept_test_subset": True,  # the fake copies hold a few test images, not the catalog's thousands
         "sources": [{"source": "original", "shots": 2}], "engine": {"workers": 1},
     })
 

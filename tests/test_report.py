@@ -218,3 +218,16 @@ def test_records_written_before_the_rename_still_carry_the_notice(tmp_path):
         del r["untrained"]
     res = build_report([_write(tmp_path / "r", recs)], str(tmp_path / "o"))
     assert res["untrained_models"] is True and NOTICE in open(res["report_md"]).read()
+
+
+def test_results_are_strict_json_even_with_a_nan_score(tmp_path):
+    """JSON has no NaN: a score that came out undefined is written as null, and the file parses strictly."""
+    from genbench.report.records import write_results
+
+    rng = np.random.default_rng(5)
+    rec = _record("digits", "original", None, 1, rng)
+    rec["scores"]["fd_clip"], rec["mts"] = float("nan"), float("inf")
+    write_results(str(tmp_path), [rec])
+    text = (tmp_path / "results.json").read_text()
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))
+    assert loaded[0]["scores"]["fd_clip"] is None and loaded[0]["mts"] is None

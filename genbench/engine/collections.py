@@ -176,7 +176,7 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
         # describes: a failed run must not drop finished work from the manifest.
         for t in st.tasks:
             old = st.previous.get(t.name)
-            if t.name not in st.records and old is not None and st.store.size(old["tar"]) == old["bytes"]:
+            if t.name not in st.records and old is not None and st.store.size(f"{t.name}.tar") == old["bytes"]:
                 recs.append(old)
         recs.sort(key=lambda r: r["shard"])
         short = [s for r in recs for s in r.get("shortfall", [])]
@@ -185,9 +185,11 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
             per_class[str(cls)] = per_class.get(str(cls), 0) + 1
         fetch_cpu = float(st.extras.get("fetch", {}).get("cpu_seconds", 0.0))
         st.cost = cost.collection_cost(recs, pricing, fetch_cpu)
+        bad = [b for r in recs for b in r.get("bad_samples", [])]
         extra = {
             **st.extras,
             "cost": st.cost,
+            "bad_samples": {"count": sum(int(r.get("bad_count", 0)) for r in recs), "examples": bad[:20]},
             "untrained_models": st.planned.untrained,
             "shortfall": {"missing_samples": len(short), "per_class": per_class},
             "complete": not st.failed and len(recs) == len(st.tasks),

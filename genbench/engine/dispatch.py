@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import ray
 
 from genbench.engine.plan import ShardTask
+from genbench.errors import UsageError
 from genbench.engine.processor import ShardProcessor
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Outcome:
     results: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    # The worker's own exception where it is bad input (a UsageError): retrying it would fail the same way.
+    causes: dict[str, BaseException] = field(default_factory=dict)
 
 
 class WorkerPool:
@@ -154,7 +157,12 @@ class WorkerPool:
                     health.lost(idx)
                     self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, f"worker died: {_short(exc)}")
                 except ray.exceptions.RayError as exc:  # task error, lost object, OOM kill, node death, ...
-                    self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, _short(exc))
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, UsageError):
+                        log.error("%s failed on bad input, not retried: %s", lbl, cause)
+                        out.failed[lbl], out.causes[lbl] = str(cause), cause
+                    else:
+                        self._retry_or_fail(queue, out, lbl, args, tries, idx, max_retries, _short(exc))
                 else:
                     on_result(lbl, value)
             health.reprobe_due()

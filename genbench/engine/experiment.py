@@ -9,7 +9,7 @@ results.json and report.md.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -22,7 +22,8 @@ from genbench.engine.preflight import check_resources, preflight
 from genbench.metrics.score import ScoreInputs, score_all
 from genbench.metrics.zeroshot import class_text_embeddings
 from genbench.report.records import build_record, write_results
-from genbench.shards.store import join
+from genbench.shards.lock import CollectionLock
+from genbench.shards.store import Store, join
 from genbench.sources.base import PlanContext
 from genbench.sources.resources import Resources
 
@@ -49,6 +50,15 @@ def _built(cfg: ExperimentConfig, planned: list[Any], make_pool: Callable[[], An
     pool still up for scoring; raises ShardFailures after writing the manifests if shards stayed failed."""
     from genbench.engine.downloads import download
 
+    with ExitStack() as locks:
+        for p in planned:
+            locks.enter_context(CollectionLock(Store(p.job.uri, p.job.storage_options), cfg.engine.on_locked,
+                                               cfg.engine.lock_wait_s))
+        yield from _build_locked(cfg, planned, make_pool, clip, progress, download)
+
+
+def _build_locked(cfg: ExperimentConfig, planned: list[Any], make_pool: Callable[[], Any], clip: Any, progress: bool,
+                  download: Callable[..., int]) -> Iterator[tuple[list[coll.CollectionState], Any]]:
     states = [coll.prepare(p, clip.slug if clip else None, cfg.engine.verify) for p in planned]
     ctx = PlanContext(clip=clip, download=download, progress=progress)
     for st in states:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,23 @@ class Planned:
 
 
 def check_out(out: str) -> None:
-    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+    """A local output must be a directory this process can write: probed by creating (and removing) a file in it or
+    in its nearest existing parent, so a read-only or impossible path fails here, before Ray starts."""
+    if "://" in out:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError("out", out, "a directory (this path is a file)")
+    probe_dir = os.path.abspath(out)
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        raise UsageError("out", out, f"a directory path ({probe_dir} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".genbench-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError("out", out, f"a directory genbench can write ({probe_dir}: {exc.strerror or exc})") from None
 
 
 def check_context(cfg: ExperimentConfig) -> CheckContext:
@@ -97,10 +113,12 @@ def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool =
     for i, entry in enumerate(cfg.sources):
         registry.load(entry.ref).check(entry.spec, f"sources[{i}]", ctx)
     planned = plan_jobs(cfg, shards_root, ctx)
+    from genbench.engine.testsplit import check_split_size
+
     for ds in cfg.datasets:
         spec = get_dataset(ds)
         if scoring:
-            load_split(spec, "test", cfg.data_root)
+            check_split_size(spec, load_split(spec, "test", cfg.data_root), cfg.accept_test_subset, "accept_test_subset")
         if any(p.source.needs_train_split(p.job.spec) for p in planned if p.job.dataset == ds):
             load_split(spec, "train", cfg.data_root)
     return planned

@@ -28,6 +28,8 @@ from genbench.sources.resources import Resources
 
 log = logging.getLogger(__name__)
 
+MAX_BAD_LISTED = 50  # unreadable inputs named in a shard's record (all of them are counted)
+
 
 def embed_samples(clip: Any, samples: list[Sample]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(unit image embeddings, extra sidecar columns): the image-prompt similarity CLIP score needs, when every
@@ -65,7 +67,7 @@ class ShardProcessor:
             invalidate(store, task.shard_id)
             made = source.produce(task, self.resources)
             made.check(task.members(), job.source_ref)
-            samples, short = made.samples, made.shortfall
+            samples, short, bad = made.samples, made.shortfall, made.bad
         embeddings, extra, sums = {}, {}, None
         if clip is not None:
             emb, columns = embed_samples(clip, samples)
@@ -76,7 +78,8 @@ class ShardProcessor:
             spent = float(record.get("embed_seconds", 0.0)) + elapsed
             rec = commit_sidecars(store, record, samples, embeddings, extra, embed_seconds=spent)
         else:
-            rec = commit_shard(store, task.shard_id, samples, embeddings, self._timing(elapsed, task, short), extra)
+            record = {**self._timing(elapsed, task, short), "bad_samples": bad[:MAX_BAD_LISTED], "bad_count": len(bad)}
+            rec = commit_shard(store, task.shard_id, samples, embeddings, record, extra)
         result = {**rec, "label": task.label, "embed_only": task.embed_only}
         if sums is not None:
             present = np.flatnonzero(counts)
@@ -99,6 +102,8 @@ class ShardProcessor:
 
     def embed_split(self, dataset: str, split: str, start: int, stop: int, clip_ref: str, data_root: str | None,
                     cache_dir: str | None) -> np.ndarray:
+        from genbench.engine.testsplit import read_images
+
         data = self.resources.split(dataset, split, data_root)
         clip = self.resources.clip(clip_ref, cache_dir)
-        return clip.encode_images([data.image(i) for i in range(start, stop)])
+        return clip.encode_images(read_images(data, range(start, stop)))

@@ -12,7 +12,7 @@ import numpy as np
 
 from genbench.catalog import get_dataset
 from genbench.engine.processor import embed_samples
-from genbench.engine.testsplit import split_embeddings
+from genbench.engine.testsplit import check_split_size, split_embeddings
 from genbench.errors import UsageError
 from genbench.metrics import registry
 from genbench.metrics.score import ScoreInputs, score_all
@@ -20,6 +20,7 @@ from genbench.metrics.zeroshot import class_text_embeddings
 from genbench.report.records import build_record
 from genbench.shards import manifest as mf
 from genbench.shards.reader import iter_images, read_external, read_samples, sidecar_class_sums
+from genbench.shards.lock import CollectionLock
 from genbench.shards.sidecar import sidecar_rel
 from genbench.shards.store import Store
 from genbench.shards.writer import commit_sidecars, stats_rel, write_sidecars
@@ -37,10 +38,16 @@ def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None, clip
     """Write the sidecars ``emb/<slug>/`` that a collection lacks for ``clip_ref`` (its tars stay as they are, its
     shard records and manifest list the new sidecars); returns how many were written."""
     store = Store(uri, storage_options)
-    man = mf.read_manifest(store, "--collection")
+    mf.read_manifest(store, "--collection")
     clip = clip or Resources(device="cpu").clip(clip_ref, cache_dir)
+    with CollectionLock(store):
+        return _embed_missing(store, uri, clip)
+
+
+def _embed_missing(store: Store, uri: str, clip: Any) -> int:
+    man = mf.read_manifest(store, "--collection")
     written = 0
-    for entry in man["shards"]:
+    for entry in mf.shard_entries(man):
         name = _shard_name(entry)
         if store.exists(sidecar_rel(clip.slug, name)):
             continue
@@ -57,7 +64,7 @@ def embed_collection(uri: str, clip_ref: str, cache_dir: str | None = None, clip
         entry["embeddings"] = sorted(set(entry.get("embeddings", [])) | {clip.slug})
         written += 1
     if written:
-        store.write_bytes(mf.MANIFEST, json.dumps(man, indent=1, sort_keys=True).encode())
+        store.write_bytes(mf.MANIFEST, mf.json_bytes(man))
     return written
 
 
@@ -96,6 +103,7 @@ def score_collection_dir(
     cache_dir: str | None = None,
     storage_options: dict | None = None,
     inception_weights: str | None = None,
+    accept_test_subset: bool = False,
 ) -> dict[str, Any]:
     """One results record for the collection at ``uri`` (its first ``shots`` shots if given)."""
     names = registry.parse(metrics or list(registry.DEFAULT), "--metrics")
@@ -105,15 +113,21 @@ def score_collection_dir(
                                           or not inception_weights.endswith(".safetensors")):
         raise UsageError("--inception-weights", inception_weights, "an existing local .safetensors file of Inception-v3 weights")
     spec = get_dataset(dataset)
+    from genbench.catalog.loaders import load_split
+
+    check_split_size(spec, load_split(spec, "test", data_root), accept_test_subset, "--accept-test-subset")
     store = Store(uri, storage_options)
-    man = mf.read_manifest(store)
+    man = mf.read_manifest(store, "--train")
     if man["spec"].get("dataset") != dataset:
         raise UsageError("--dataset", dataset, f"the collection's own dataset {man['spec'].get('dataset')!r}")
     clip = Resources(device="cpu").clip(clip_ref, cache_dir)
-    if any(not store.exists(sidecar_rel(clip.slug, _shard_name(s))) for s in man["shards"]):
+    entries = mf.shard_entries(man, "--train")
+    if any(not store.exists(sidecar_rel(clip.slug, _shard_name(s))) for s in entries):
         embed_collection(uri, clip_ref, cache_dir, clip=clip, storage_options=storage_options)
+        man = mf.read_manifest(store, "--train")
+        entries = mf.shard_entries(man, "--train")
     limit = None if shots is None else shots * spec.num_classes
-    entries = [s for s in man["shards"] if limit is None or int(s["slot_start"]) < limit]
+    entries = [s for s in entries if limit is None or s["slot_start"] < limit]
     shard_names = [_shard_name(s) for s in entries]
     sums, counts = sidecar_class_sums(store, [(n, int(s["slot_stop"])) for n, s in zip(shard_names, entries)],
                                       clip.slug, spec.num_classes, shots)

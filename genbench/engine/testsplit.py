@@ -12,7 +12,7 @@ import numpy as np
 from genbench.catalog import get_dataset
 from genbench.catalog.loaders import load_split
 from genbench.embeddings import cache_key, cached_embeddings, resolve_cache_dir
-from genbench.errors import ShardFailures
+from genbench.errors import ShardFailures, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,45 @@ def _compute(dataset: str, split_name: str, n: int, clip: Any, clip_ref: str, da
     starts = list(range(0, n, CHUNK))
     if pool is None:
         split = load_split(get_dataset(dataset), split_name, data_root)
-        parts = [clip.encode_images([split.image(i) for i in range(s, min(s + CHUNK, n))]) for s in starts]
+        parts = [clip.encode_images(read_images(split, range(s, min(s + CHUNK, n)))) for s in starts]
         return np.concatenate(parts) if parts else np.zeros((0, clip.dim), np.float32)
     done: dict[int, np.ndarray] = {}
     items = [(f"{dataset}/{split_name}/{s}", (dataset, split_name, s, min(s + CHUNK, n), clip_ref, data_root, cache_dir))
              for s in starts]
     outcome = pool.map("embed_split", items, lambda lbl, v: done.__setitem__(int(lbl.rsplit("/", 1)[1]), v))
+    for cause in outcome.causes.values():
+        raise cause  # a test image that cannot be read: one line naming it, exit 2
     if outcome.failed:
         raise ShardFailures(outcome.failed)
     return np.concatenate([done[s] for s in starts])
+
+
+def read_images(split: Any, indices: range) -> list:
+    """The split's images; one that cannot be read is fatal, naming its file: a score without it would be wrong."""
+    out = []
+    for i in indices:
+        try:
+            out.append(split.image(i))
+        except Exception as exc:
+            raise UsageError(f"{split.dataset} {split.split} split", split.ref(i),
+                             f"readable images (this one: {type(exc).__name__}: {str(exc)[:120]})") from None
+    return out
+
+
+def check_split_size(dataset: Any, split: Any, accept_subset: bool, field: str) -> None:
+    """A test split must hold the catalog's number of images, unless the run says it is a known subset."""
+    n = len(split)
+    if n != dataset.test_size and not accept_subset:
+        raise UsageError(f"{dataset.name} test split", f"{n} images",
+                         f"the catalog's {dataset.test_size} images ({field} accepts a documented subset)")
+    labels = split.labels
+    if labels.ndim == 2:  # multi-label: one 0/1 column per class
+        if labels.shape[1] != dataset.num_classes:
+            raise UsageError(f"{dataset.name} test split", f"{labels.shape[1]} label columns",
+                             f"the catalog's {dataset.num_classes} classes")
+    elif n and (labels.min() < 0 or labels.max() >= dataset.num_classes):
+        raise UsageError(f"{dataset.name} test split", f"labels {int(labels.min())}..{int(labels.max())}",
+                         f"class indices 0..{dataset.num_classes - 1}")
 
 
 def split_embeddings(dataset: str, split_name: str, clip: Any, clip_ref: str, data_root: str | None,

@@ -5,7 +5,6 @@ Scores are stored at full precision; only displays round them.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from genbench.models.refs import clip_untrained
@@ -105,9 +104,10 @@ def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
 def write_results(out: str, records: list[dict[str, Any]], storage_options: dict | None = None) -> None:
     """``out/results.json`` (the records, full precision) and ``out/report.md``."""
     from genbench.report.document import to_markdown
+    from genbench.shards.manifest import json_bytes
     from genbench.shards.store import Store
 
     store = Store(out, storage_options)
     store.makedirs()
-    store.write_bytes("results.json", json.dumps(records, indent=1, sort_keys=True).encode())
+    store.write_bytes("results.json", json_bytes(records))
     store.write_bytes("report.md", to_markdown(summary_blocks(records)).encode())

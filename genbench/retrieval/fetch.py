@@ -3,17 +3,15 @@
 One URL in, one :class:`FetchResult` out, never an exception: a dead or hostile URL is counted under a failure kind
 (:data:`FAILURE_KINDS`) so that a download of millions of LAION URLs goes on. The safety rules (issue 5):
 
-- only ``http`` and ``https``;
-- the host is resolved with ``getaddrinfo`` and EVERY resolved address must be public (not private, loopback,
-  link-local, multicast, reserved, unspecified or otherwise non-global) unless it lies in ``allow_networks``; redirects
-  are followed by hand so that each hop is checked the same way before any connection is made to it;
+- only ``http`` and ``https``, parsed once by the parser the connection uses; backslashes, whitespace, control
+  characters and credentials in a URL are refused (:mod:`genbench.retrieval.addresses`);
+- the host is resolved once and EVERY resolved address must be public (not private, loopback, link-local, multicast,
+  reserved, unspecified, otherwise non-global, or an IPv6 form that carries one) unless it lies in ``allow_networks``;
+  the connection goes to the address that was checked (the Host header and TLS server name keep the URL's host), and
+  redirects are followed by hand so that each hop is checked and pinned the same way;
 - connect/read timeouts plus a wall-clock deadline per attempt, so a trickling server cannot hold a worker;
 - a byte cap (``Content-Length`` and the streamed body), a decoded-pixel cap checked from the header before pixels are
   decoded (decompression bombs), and the content is trusted only if PIL opens, verifies and fully loads it.
-
-Caveat: requests resolves the host again when it connects, so a DNS answer that changes between our check and the
-connection (DNS rebinding) is not caught here; clusters that need that guarantee should also block private ranges at the
-network layer (egress policy).
 
 The callables here are plain functions, so they run in-process and inside a Ray Data ``map_batches`` callable
 (:class:`genbench.retrieval.download.FetchBatch`) unchanged.
@@ -22,8 +20,8 @@ The callables here are plain functions, so they run in-process and inside a Ray 
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
@@ -31,16 +29,18 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import requests
+import urllib3
 from PIL import Image, ImageFile
 
 from genbench.errors import UsageError
+from genbench.retrieval.addresses import Target, parse_target, resolve
 from genbench.retrieval.policy import (
     FAILURE_KINDS,
     POLICY_KINDS,
     TRANSIENT_KINDS,
+    FetchFailure,
     FetchPolicy,
     parse_policy,
 )
@@ -55,6 +55,7 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # the shard writer only ever sees formats every trainer can decode.
 KEPT_FORMATS = ("JPEG", "PNG", "WEBP")
 _CHUNK = 64 * 1024
+_BAD_LOCATION = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 @dataclass
@@ -78,87 +79,79 @@ class FetchResult:
     encode_s: float = 0.0
 
 
-class _Failure(Exception):
-    def __init__(self, kind: str, error: str):
-        super().__init__(error)
-        self.kind, self.error = kind, error
+_Failure = FetchFailure
 
 
-# ---------------------------------------------------------------------------------------------------------- addresses
+class Connector:
+    """urllib3 pools pinned to checked addresses, reused while one thread fetches (one per (scheme, address, port,
+    host)). Proxies from the environment are never used: the address checked must be the address connected to."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple, urllib3.HTTPConnectionPool] = {}
+
+    def pool(self, target: Target, address: str) -> urllib3.HTTPConnectionPool:
+        key = (target.scheme, address, target.port, target.host)
+        if key not in self._pools:
+            if target.scheme == "https":
+                import certifi
+
+                self._pools[key] = urllib3.HTTPSConnectionPool(
+                    address, target.port, maxsize=1, retries=False, server_hostname=target.host,
+                    assert_hostname=target.host, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+            else:
+                self._pools[key] = urllib3.HTTPConnectionPool(address, target.port, maxsize=1, retries=False)
+        return self._pools[key]
+
+    def close(self) -> None:
+        for p in self._pools.values():
+            p.close()
+        self._pools.clear()
 
 
-def _address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback in disguise
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global  # shared address space (100.64/10) and other special ranges
-    )
-
-
-def check_url(url: str, policy: FetchPolicy) -> None:
-    """Raise :class:`_Failure` unless ``url`` is http(s) and every address its host resolves to may be contacted.
-    A literal IP needs no DNS; a name is resolved here, before anything connects."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise _Failure("bad_url", str(exc)) from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise _Failure("bad_scheme", f"scheme {parts.scheme!r} is not http or https")
-    host = parts.hostname
-    if not host:
-        raise _Failure("bad_url", "no host in URL")
-    port = port or (443 if parts.scheme.lower() == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, OSError) as exc:
-        raise _Failure("connection_error", f"cannot resolve {host!r}: {exc}") from None
-    allowed = policy.networks
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])  # drop an IPv6 zone id
-        if _address_refused(ip) and not any(ip in net for net in allowed if net.version == ip.version):
-            raise _Failure("refused_address", f"{host} resolves to {ip}, which is not public and not allow-listed")
+def check_url(url: str, policy: FetchPolicy) -> tuple[Target, str]:
+    """(the parsed URL, the checked address to connect to); raises :class:`FetchFailure`."""
+    target = parse_target(url)
+    return target, resolve(target, policy)
 
 
 # ---------------------------------------------------------------------------------------------------------- download
 
 
-def _download(url: str, policy: FetchPolicy, session: requests.Session) -> tuple[bytes, str]:
-    """Follow redirects by hand (each hop checked) and stream the body under the byte cap and the deadline."""
+def _download(url: str, policy: FetchPolicy, connector: Connector) -> tuple[bytes, str]:
+    """Follow redirects by hand (each hop checked and pinned) and stream the body under the byte cap and deadline."""
     start = time.monotonic()
     deadline = start + policy.attempt_deadline_s
-    seen = {url}
     current = url
-    headers = {"User-Agent": policy.user_agent}
+    seen: set[str] = set()
     for hop in range(policy.max_redirects + 1):
-        check_url(current, policy)
+        target, address = check_url(current, policy)
+        if target.url in seen:
+            raise _Failure("redirect_loop", f"{url} redirects back to {target.url}")
+        seen.add(target.url)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Failure("timeout", f"deadline of {policy.attempt_deadline_s}s passed")
         sock_timeout = min(policy.timeout_s, remaining)
         try:
-            resp = session.get(current, stream=True, allow_redirects=False, timeout=(sock_timeout, sock_timeout), headers=headers)
-        except requests.Timeout as exc:
+            resp = connector.pool(target, address).urlopen(
+                "GET", target.request_uri, headers={"Host": target.host_header, "User-Agent": policy.user_agent},
+                redirect=False, retries=False, preload_content=False, decode_content=True, assert_same_host=False,
+                timeout=urllib3.Timeout(connect=sock_timeout, read=sock_timeout))
+        except urllib3.exceptions.NewConnectionError as exc:  # urllib3 files a refused connection under timeouts
+            raise _Failure("connection_error", f"{type(exc).__name__}: {exc}") from None
+        except urllib3.exceptions.TimeoutError as exc:
             raise _Failure("timeout", str(exc)) from None
-        except requests.RequestException as exc:
-            raise _Failure("connection_error", str(exc)) from None
-        with resp:
-            status = resp.status_code
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Failure("connection_error", f"{type(exc).__name__}: {exc}") from None
+        try:
+            status = resp.status
             if status in REDIRECT_STATUSES:
                 location = resp.headers.get("Location")
                 if not location:
                     raise _Failure("bad_status", f"HTTP {status} without Location")
-                nxt = urljoin(current, location)
-                if nxt in seen:
-                    raise _Failure("redirect_loop", f"{current} redirects back to {nxt}")
-                seen.add(nxt)
-                current = nxt
+                if _BAD_LOCATION.search(location):
+                    raise _Failure("bad_url", "backslash, whitespace or control character in a redirect's Location")
+                current = urljoin(target.url, location)
                 continue
             if status in (408, 429):
                 raise _Failure("http_throttled", f"HTTP {status}")
@@ -171,13 +164,23 @@ def _download(url: str, policy: FetchPolicy, session: requests.Session) -> tuple
             length = resp.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > policy.max_bytes:
                 raise _Failure("too_large", f"Content-Length {length} > {policy.max_bytes}")
-            return _read_body(resp, policy, deadline), current
+            return _read_body(resp, policy, deadline), target.url
+        finally:
+            _done_with(resp)
     raise _Failure("too_many_redirects", f"more than {policy.max_redirects} redirects")
 
 
-def _read_body(resp: requests.Response, policy: FetchPolicy, deadline: float) -> bytes:
+def _done_with(resp: urllib3.BaseHTTPResponse) -> None:
+    """Give a fully read connection back for reuse; close one whose body was left unread (a redirect, an error)."""
+    if resp.isclosed():
+        resp.release_conn()
+    else:
+        resp.close()
+
+
+def _read_body(resp: urllib3.BaseHTTPResponse, policy: FetchPolicy, deadline: float) -> bytes:
     buf = bytearray()
-    raw = resp.raw
+    raw = resp
     try:
         while True:
             # read1 returns whatever one socket read gives, so the deadline is checked between small reads even when the
@@ -192,7 +195,7 @@ def _read_body(resp: requests.Response, policy: FetchPolicy, deadline: float) ->
                 raise _Failure("timeout", f"body not complete within {policy.attempt_deadline_s}s")
     except _Failure:
         raise
-    except (requests.Timeout, socket.timeout, TimeoutError) as exc:
+    except (urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError) as exc:
         raise _Failure("timeout", f"read timed out: {exc}") from None
     except Exception as exc:  # urllib3 wraps socket errors in several types; all mean the connection broke mid-body
         if "timed out" in str(exc).lower():
@@ -236,13 +239,6 @@ def _encoded(img: Image.Image, fmt: str, data: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------------------- public API
 
 
-def _new_session() -> requests.Session:
-    s = requests.Session()
-    # Ignore proxy environment variables: the address we checked must be the one we connect to.
-    s.trust_env = False
-    return s
-
-
 def _finish(result: FetchResult, data: bytes, final: str, policy: FetchPolicy) -> FetchResult:
     """Decode-check downloaded bytes and fill ``result``; a decode failure is final (the same bytes would come again)."""
     t1 = time.perf_counter()
@@ -263,11 +259,11 @@ def _finish(result: FetchResult, data: bytes, final: str, policy: FetchPolicy) -
     return result
 
 
-def fetch_image(url: str, policy: FetchPolicy, session: requests.Session | None = None) -> FetchResult:
+def fetch_image(url: str, policy: FetchPolicy, session: Connector | None = None) -> FetchResult:
     """Fetch and validate one image; transient failures (timeout, 5xx, connection error) are retried with exponential
     backoff, at most ``policy.retries`` times. Never raises for a bad URL."""
     own = session is None
-    session = session or _new_session()
+    session = session or Connector()
     result = FetchResult(url=str(url), ok=False, kind="connection_error")
     try:
         for attempt in range(policy.retries + 1):
@@ -295,18 +291,18 @@ def fetch_image(url: str, policy: FetchPolicy, session: requests.Session | None 
 
 
 def fetch_many(urls: Iterable[str], policy: FetchPolicy, max_workers: int = 16) -> list[FetchResult]:
-    """Fetch ``urls`` on a thread pool (one requests session per thread); results come back in input order."""
+    """Fetch ``urls`` on a thread pool (one :class:`Connector` per thread); results come back in input order."""
     urls = list(urls)
     if max_workers < 1:
         raise UsageError("max_workers", max_workers, "an integer >= 1")
     local = threading.local()
-    sessions: list[requests.Session] = []
+    sessions: list[Connector] = []
     lock = threading.Lock()
 
     def one(u: str) -> FetchResult:
         s = getattr(local, "session", None)
         if s is None:
-            s = local.session = _new_session()
+            s = local.session = Connector()
             with lock:
                 sessions.append(s)
         return fetch_image(u, policy, s)

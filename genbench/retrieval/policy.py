@@ -30,6 +30,14 @@ TRANSIENT_KINDS: frozenset[str] = frozenset({"timeout", "http_throttled", "http_
 # Failures that a different policy could turn into an image (another allow-list, larger caps): final only under the
 # policy that met them.
 POLICY_KINDS: frozenset[str] = frozenset({"refused_address", "too_large", "too_many_pixels", "too_many_redirects"})
+class FetchFailure(Exception):
+    """One fetch failed, under ``kind`` (one of :data:`FAILURE_KINDS`)."""
+
+    def __init__(self, kind: str, error: str):
+        super().__init__(error)
+        self.kind, self.error = kind, error
+
+
 def _deadline(value: Any, where: str) -> float | None:
     return None if value is None else validate.number(value, where, 0.0, 3600.0, lo_open=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import platform
 from typing import Any
 
@@ -23,6 +24,22 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 WIDS_INDEX = "index.wids.json"
 IDENTITY = "identity.json"
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and a reader must not choke on it."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_bytes(obj: Any, indent: int | None = 1) -> bytes:
+    """Strict JSON (no NaN, no Infinity), keys sorted."""
+    return json.dumps(finite(obj), indent=indent, sort_keys=True, allow_nan=False).encode()
 
 
 def software_versions() -> dict[str, str]:
@@ -54,17 +71,50 @@ def check_identity(store: Store, identity: dict[str, Any]) -> None:
     store.write_bytes(IDENTITY, blob.encode())
 
 
+SHARD_NAME = re.compile(r"^\d{6}$")
+
+
+def _valid_record(rec: Any, name: str) -> bool:
+    """A record speaks only for the shard its file is named after, and only of that shard's own tar."""
+    return (isinstance(rec, dict) and rec.get("shard") == name and rec.get("tar") == f"{name}.tar"
+            and isinstance(rec.get("bytes"), int) and isinstance(rec.get("samples"), int)
+            and isinstance(rec.get("slot_start"), int) and isinstance(rec.get("slot_stop"), int))
+
+
 def load_records(store: Store) -> dict[str, dict[str, Any]]:
+    """shard name -> its stats record. A record that is unreadable, names another shard or another file, or misses
+    a field means "not done": the shard is redone, never read through the record."""
     out = {}
-    for name in store.listdir("stats"):
-        if not name.endswith(".json"):
+    for fname in store.listdir("stats"):
+        name = fname[: -len(".json")] if fname.endswith(".json") else ""
+        if not SHARD_NAME.match(name):
             continue
         try:
-            rec = json.loads(store.read_bytes(f"stats/{name}"))
-            out[rec["shard"]] = rec
-        except (ValueError, OSError, KeyError, TypeError) as exc:  # a damaged record means "not done": redo the shard
-            log.warning("ignoring unreadable stats record %s: %s", name, exc)
+            rec = json.loads(store.read_bytes(f"stats/{fname}"))
+        except (ValueError, OSError) as exc:
+            log.warning("ignoring unreadable stats record %s: %s", fname, exc)
+            continue
+        if _valid_record(rec, name):
+            out[name] = rec
+        else:
+            log.warning("ignoring stats record %s: it does not describe shard %s.tar", fname, name)
     return out
+
+
+def shard_entries(manifest: dict[str, Any], field: str = "--collection") -> list[dict[str, Any]]:
+    """The manifest's shard entries, each naming a shard of this collection (``NNNNNN.tar``): a manifest that points
+    elsewhere is refused, never followed."""
+    entries = manifest.get("shards")
+    if not isinstance(entries, list):
+        raise UsageError(field, "manifest.json", "a collection manifest with a list of shards")
+    for e in entries:
+        tar = e.get("tar") if isinstance(e, dict) else None
+        if not isinstance(tar, str) or not SHARD_NAME.match(tar[: -len(".tar")]) or not tar.endswith(".tar"):
+            raise UsageError(field, str(tar)[:100], "manifest shards named NNNNNN.tar inside the collection")
+        for key in ("slot_start", "slot_stop", "samples"):
+            if not isinstance(e.get(key), int):
+                raise UsageError(field, f"{tar}.{key}", "manifest shards with integer slot_start, slot_stop, samples")
+    return entries
 
 
 def shard_status(
@@ -75,19 +125,34 @@ def shard_status(
     verify: str = "sha256",
 ) -> str:
     """``"done"``: a record for exactly these slots, a tar of the recorded size (and sha256) and every wanted sidecar;
-    ``"embed"``: all of that but a wanted sidecar (a CLIP model added later: only embedding is left to do);
+    ``"embed"``: all of that but a readable sidecar of every wanted CLIP model with one row per sample (a CLIP model
+    added later, or a damaged sidecar: only embedding is left to do);
     ``"make"``: anything else."""
     if record is None or (record.get("slot_start"), record.get("slot_stop")) != tuple(slots):
         return "make"
     shard = record["shard"]
-    if store.size(record["tar"]) != record["bytes"]:
+    if store.size(f"{shard}.tar") != record["bytes"]:
         return "make"
-    if verify == "sha256" and store.sha256(record["tar"]) != record["sha256"]:
+    if verify == "sha256" and store.sha256(f"{shard}.tar") != record.get("sha256"):
         log.warning("shard %s: sha256 mismatch, will redo it", shard)
         return "make"
-    if any(not store.exists(sidecar_rel(s, shard)) for s in clip_slugs):
-        return "embed"
+    if any(sidecar_rows(store, sidecar_rel(s, shard)) != record["samples"] for s in clip_slugs):
+        return "embed"  # missing, unreadable, truncated or another shard's sidecar: embedded again from the tar
     return "done"
+
+
+def sidecar_rows(store: Store, rel: str) -> int | None:
+    """The row count a sidecar's parquet footer states, or None when it is missing or unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with store.open(rel) as f:
+            return int(pq.read_metadata(f).num_rows)
+    except UsageError:
+        raise  # a path that leaves the collection is refused, not redone
+    except (OSError, pa.ArrowException, ValueError):
+        return None
 
 
 def invalidate(store: Store, shard_id: int) -> None:
@@ -118,11 +183,17 @@ def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, A
         "shardlist": [{"url": r["tar"], "nsamples": r["samples"]} for r in records],
     }
     store.write_bytes(WIDS_INDEX, json.dumps(wids, indent=1).encode())
-    store.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    store.write_bytes(MANIFEST, json_bytes(manifest))
     return manifest
 
 
 def read_manifest(store: Store, field: str = "train") -> dict[str, Any]:
     if not store.exists(MANIFEST):
         raise UsageError(field, store.uri, "a collection directory containing manifest.json")
-    return json.loads(store.read_bytes(MANIFEST))
+    try:
+        manifest = json.loads(store.read_bytes(MANIFEST))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(field, store.uri, f"a collection whose manifest.json is JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("spec"), dict):
+        raise UsageError(field, store.uri, "a collection manifest (an object with a spec and shards)")
+    return manifest

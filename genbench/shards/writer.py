@@ -7,7 +7,6 @@ nothing else. Tars are written with a fixed mtime and sorted members, so the sam
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any
 
@@ -19,6 +18,12 @@ from genbench.shards.sidecar import sidecar_rel, to_parquet_bytes
 from genbench.shards.store import Store
 
 TAR_MTIME = 946684800.0  # 2000-01-01T00:00:00Z: fixed so identical inputs give identical bytes
+
+
+def json_bytes(obj: Any, indent: int | None = None) -> bytes:
+    from genbench.shards.manifest import json_bytes as strict
+
+    return strict(obj, indent)
 
 
 def stats_rel(shard: str) -> str:
@@ -83,7 +88,7 @@ def commit_shard(
         "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "embeddings": sorted(embeddings),
     }
-    store.write_bytes(stats_rel(shard), json.dumps(record, sort_keys=True).encode())
+    store.write_bytes(stats_rel(shard), json_bytes(record, indent=None))
     return record
 
 
@@ -100,5 +105,5 @@ def commit_sidecars(
     shard = record["shard"]
     write_sidecars(store, shard, samples, embeddings, extra_columns)
     record = {**record, **changes, "embeddings": sorted(set(record.get("embeddings", [])) | set(embeddings))}
-    store.write_bytes(stats_rel(shard), json.dumps(record, sort_keys=True).encode())
+    store.write_bytes(stats_rel(shard), json_bytes(record, indent=None))
     return record

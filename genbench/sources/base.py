@@ -146,13 +146,24 @@ class ShardSamples:
 
     samples: list["Sample"]
     shortfall: list[tuple[int, int]] = field(default_factory=list)
+    # Inputs that could not be read or decoded ({"slot": [cls, shot], "input": ..., "error": ...}): counted and
+    # logged, their slots in the shortfall; the shard goes on without them.
+    bad: list[dict[str, Any]] = field(default_factory=list)
+
+    def skip(self, slot: tuple[int, int], what: Any, exc: BaseException) -> None:
+        import logging
+
+        error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        logging.getLogger(__name__).warning("slot %s: skipped %s: %s", slot, what, error)
+        self.shortfall.append(tuple(slot))
+        self.bad.append({"slot": list(slot), "input": what, "error": error})
 
     def check(self, members: list[tuple[int, int]], who: str) -> None:
         """Every slot of the shard exactly once, samples in the shard's order: a sample in another shard's slot would
         be counted twice and break prefix reads, so a source that breaks this fails its shard."""
         got = [(s.cls, s.shot) for s in self.samples]
         short = [tuple(x) for x in self.shortfall]
-        if sorted(got + short) != sorted(members) or got != [m for m in members if m in set(got)]:
+        if sorted(got + short) != sorted(map(tuple, members)) or got != [m for m in members if m in set(got)]:
             raise ValueError(f"{who}: produce() must return the shard's slots in order, each once as a sample or in "
                              f"shortfall; the shard has {len(members)} slot(s) from {members[:1]}, got samples "
                              f"{got[:3]}{'...' if len(got) > 3 else ''} and shortfall {short[:3]}")

@@ -137,9 +137,8 @@ class GeneratedSource(Source):
         job, spec = task.job, task.job.spec
         enhancer = resources.enhancer(spec.ce_model, job.cache_dir) if spec.strategy == "ce" else None
         init = _tig_init(job, resources) if spec.strategy == "tig" else None
-        samples = generate_samples(self._generator(job, resources), get_dataset(job.dataset), task.members(),
-                                   job.run_seed, spec, enhancer=enhancer, init_image=init)
-        return ShardSamples(samples, [])
+        return generate_samples(self._generator(job, resources), get_dataset(job.dataset), task.members(),
+                                job.run_seed, spec, enhancer=enhancer, init_image=init)
 
 
 def _tig_init(job: Any, resources: Any) -> Callable[[int, int], Image.Image]:
@@ -159,14 +158,24 @@ def _tig_init(job: Any, resources: Any) -> Callable[[int, int], Image.Image]:
 
 
 def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], run_seed: int, options: GeneratedSpec,
-                     enhancer: Any = None, init_image: Callable[[int, int], Image.Image] | None = None) -> list[Sample]:
+                     enhancer: Any = None, init_image: Callable[[int, int], Image.Image] | None = None) -> ShardSamples:
     """Generate the samples of ``members`` in micro-batches of ``options.batch_size``.
 
     The batches depend only on the shard's slots, never on the worker, so a retried shard is made the same way.
-    ``init_image(cls, shot)`` supplies the original image that initialises a sample (TIG), else None.
+    ``init_image(cls, shot)`` supplies the original image that initialises a sample (TIG), else None; a slot whose
+    original cannot be read is skipped (counted, logged, in the shortfall).
     """
     strategy = options.strategy
-    samples: list[Sample] = []
+    out = ShardSamples([])
+    inits: dict[tuple[int, int], Image.Image] = {}
+    if init_image is not None:
+        for slot in members:
+            try:
+                inits[slot] = init_image(*slot)
+            except Exception as exc:  # an unreadable original
+                out.skip(slot, f"the original image initialising {slot}", exc)
+        members = [m for m in members if m in inits]
+    samples = out.samples
     for start in range(0, len(members), options.batch_size):
         chunk = members[start : start + options.batch_size]
         prompts = [make_prompt(strategy, spec, c, k, run_seed, enhancer=enhancer) for c, k in chunk]
@@ -176,7 +185,7 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
             # RD's "((class))" is real prompt weighting, applied to the text encoder's output (genbench.prompts.weighting).
             kwargs["weighted"] = True
         if init_image is not None:
-            kwargs["init_images"] = [init_image(c, k) for c, k in chunk]
+            kwargs["init_images"] = [inits[m] for m in chunk]
             kwargs["strength"] = options.tig_strength
         images = generator.generate([p.text for p in prompts], [p.negative for p in prompts], seeds,
                                     steps=options.steps, guidance_scale=options.guidance_scale,
@@ -196,4 +205,4 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
             }
             samples.append(Sample(cls, shot, encode_image(image, options.image_format, options.jpeg_quality),
                                   options.image_format, meta))
-    return samples
+    return out

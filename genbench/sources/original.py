@@ -50,14 +50,20 @@ def shot_orders(resources: Any) -> dict:
 def produce_originals(split: SplitData, dataset: str, class_names: tuple[str, ...], members: list[tuple[int, int]],
                       run_seed: int, image_format: str = "png", quality: int = 95,
                       order_cache: dict | None = None) -> ShardSamples:
-    """Samples for the (class, shot) slots in ``members``; slots past a class's supply are returned as shortfall."""
-    samples, short = [], []
+    """Samples for the (class, shot) slots in ``members``; slots past a class's supply are returned as shortfall, and
+    so is an image that cannot be read (counted in ``bad``: shot k stays the k-th image of the class's order)."""
+    out = ShardSamples([])
     for cls, shot in members:
         order = class_order(split, dataset, cls, run_seed, order_cache)
         if shot >= len(order):
-            short.append((cls, shot))
+            out.shortfall.append((cls, shot))
             continue
         idx = int(order[shot])
+        try:
+            pixels = split.image(idx)
+        except Exception as exc:  # PIL raises many types for a truncated, empty or hostile file
+            out.skip((cls, shot), split.ref(idx), exc)
+            continue
         meta = {
             "dataset": dataset,
             "source": "original",
@@ -65,8 +71,8 @@ def produce_originals(split: SplitData, dataset: str, class_names: tuple[str, ..
             "split": split.split,
             "original": split.ref(idx),
         }
-        samples.append(Sample(cls, shot, encode_image(split.image(idx), image_format, quality), image_format, meta))
-    return ShardSamples(samples, short)
+        out.samples.append(Sample(cls, shot, encode_image(pixels, image_format, quality), image_format, meta))
+    return out
 
 
 class OriginalSource(Source):

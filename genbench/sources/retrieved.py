@@ -113,7 +113,7 @@ class RetrievedSource(Source):
         tasks = [replace(t, payload=payload(slots, t.members(), parts)) for t in pending]
         # A finished shard with empty slots that can now be filled (a host came back) is made again.
         redo = [replace(t, payload=payload(slots, t.members(), parts)) for t, record in done
-                if any(tuple(s) in slots for s in record.get("shortfall", []))]
+                if any(tuple(s) in slots for s in _short_not_bad(record))]
 
         short = short_classes(slots, job.num_classes, job.shots)
         if short:
@@ -139,9 +139,13 @@ class RetrievedSource(Source):
         images = staging.read_images(staging.staging_dir_of(job.uri), {cand["url"]: cand["part"] for _, _, cand in slots},
                                      job.storage_options)
         names = get_dataset(job.dataset).classes
-        samples = []
+        out = ShardSamples([])
         for cls, shot, cand in slots:
-            image = fit_image(images[cand["url"]], spec.image_size)
+            try:
+                image = fit_image(images[cand["url"]], spec.image_size)
+            except Exception as exc:  # verified when downloaded; a bad file in the cache is skipped, not fatal
+                out.skip((cls, shot), cand["url"], exc)
+                continue
             meta = {
                 "dataset": job.dataset,
                 "source": "retrieved",
@@ -151,10 +155,17 @@ class RetrievedSource(Source):
                 "similarity": round(float(cand["similarity"]), 6),
                 "index_id": int(cand["id"]),
             }
-            samples.append(Sample(cls, shot, encode_image(image, spec.image_format, spec.jpeg_quality),
-                                  spec.image_format, meta))
+            out.samples.append(Sample(cls, shot, encode_image(image, spec.image_format, spec.jpeg_quality),
+                                      spec.image_format, meta))
         filled = {(c, k) for c, k, _ in slots}
-        return ShardSamples(samples, [m for m in task.members() if m not in filled])
+        out.shortfall = [m for m in task.members() if m not in filled or m in set(out.shortfall)]
+        return out
+
+
+def _short_not_bad(record: dict[str, Any]) -> set[tuple[int, int]]:
+    """A finished shard's empty slots, less those whose cached image was unreadable (refilling them would fail again)."""
+    bad = {tuple(b["slot"]) for b in record.get("bad_samples", []) if isinstance(b, dict) and "slot" in b}
+    return {tuple(s) for s in record.get("shortfall", [])} - bad
 
 
 def fit_image(data: bytes, size: int | None) -> Image.Image:

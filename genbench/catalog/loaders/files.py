@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from genbench.catalog.loaders.base import SplitData
 from genbench.catalog.loaders.labels import class_lookup, label_array, many_labels, one_label
 from genbench.catalog.spec import DatasetSpec
 from genbench.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 # Column names accepted for the image path and the label (the second ones are what Hateful Memes' jsonl files use).
@@ -62,6 +66,17 @@ class FileSplit(SplitData):
         return h.hexdigest()[:16]
 
 
+def inside_regular_file(path: Path, root: Path) -> bool:
+    """Whether ``path`` is (or links to) a regular file whose real path lies under ``root``'s real path: no FIFO, device
+    or directory, nothing a link reaches outside the dataset."""
+    try:
+        real = Path(os.path.realpath(path))
+        real_root = Path(os.path.realpath(root))
+        return (real == real_root or real_root in real.parents) and stat.S_ISREG(os.stat(real).st_mode)
+    except OSError:
+        return False
+
+
 # ---- imagefolder ------------------------------------------------------------------------------------------------
 
 
@@ -88,15 +103,24 @@ def open_imagefolder(spec: DatasetSpec, root: Path, split: str) -> FileSplit:
     def index():
         lookup = class_lookup(spec)
         paths, labels = [], []
+        skipped = 0
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if not entry.is_dir():
+            if not entry.is_dir(follow_symlinks=False):  # a linked class folder could lead anywhere: not walked
+                skipped += entry.is_symlink()
                 continue
             cls = _folder_class(spec, entry.name, lookup, f"{folder}/{entry.name}")
-            for dirpath, _dirs, names in sorted(os.walk(entry.path)):
+            for dirpath, _dirs, names in sorted(os.walk(entry.path)):  # os.walk does not follow linked folders
                 for n in sorted(names):
-                    if n.lower().endswith(IMAGE_EXTS):
+                    if not n.lower().endswith(IMAGE_EXTS):
+                        continue
+                    if inside_regular_file(Path(dirpath) / n, folder):
                         paths.append(Path(dirpath) / n)
                         labels.append(cls)
+                    else:
+                        skipped += 1
+        if skipped:
+            log.warning("%s: skipped %d linked folder(s) or file(s) that are not regular files inside %s",
+                        spec.name, skipped, folder)
         return paths, label_array(spec, labels)
 
     return FileSplit(spec, split, folder, "imagefolder", index)
@@ -114,11 +138,21 @@ def manifest_file(spec: DatasetSpec, root: Path, split: str) -> Path | None:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"line {n} is not a JSON object")
+                    rows.append(row)
+        return rows
+    except (ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(str(path), type(exc).__name__, f"a UTF-8 {path.suffix[1:]} manifest ({str(exc)[:120]})") from None
 
 
 def _pick(row: dict[str, Any], keys: tuple[str, ...], where: str) -> Any:
@@ -136,7 +170,12 @@ def open_manifest(spec: DatasetSpec, root: Path, split: str) -> FileSplit:
         paths, labels = [], []
         for n, row in enumerate(_rows(path)):
             where = f"{path}:{n + 2 if path.suffix == '.csv' else n + 1}"
-            paths.append(path.parent / str(_pick(row, PATH_KEYS, where)))
+            rel = str(_pick(row, PATH_KEYS, where))
+            if os.path.isabs(rel) or ".." in Path(rel).parts or "\x00" in rel:
+                raise UsageError(where, rel, f"an image path relative to {path.parent}, without '..'")
+            if not inside_regular_file(path.parent / rel, path.parent):
+                raise UsageError(where, rel, f"a regular image file inside {path.parent}")
+            paths.append(path.parent / rel)
             value = _pick(row, LABEL_KEYS, where)
             labels.append(many_labels(spec, value, where, lookup) if spec.multilabel else one_label(spec, value, where, lookup))
         return paths, label_array(spec, labels)
