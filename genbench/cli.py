@@ -77,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local cluster)")
     r.add_argument("--workers", type=_positive("--workers"), help="number of worker actors")
 
+    pl = sub.add_parser("plan", help="dry run: collections, images, shards, missing data and estimated cost; "
+                        "loads no model and starts no Ray")
+    pl.add_argument("config")
+    pl.add_argument("--out", help="output whose existing shards count as done (default: as `genbench run`)")
+    pl.add_argument("--data-root", help="where the datasets are looked for (default: the config's data_root, else "
+                    "$GENBENCH_DATA, else ~/data)")
+    pl.add_argument("--device", help="device kind the generators' rates are for (a100, h100, h200, cpu; default: "
+                    "each generator's first in genbench/planning/throughput.yaml)")
+    pl.add_argument("--collections", action="store_true", help="one row per collection instead of per source variant")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+
     common_build = argparse.ArgumentParser(add_help=False)
     common_build.add_argument("--dataset", required=True)
     common_build.add_argument("--shots", required=True, type=_positive("--shots"))
@@ -163,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
                     help="directories holding results.json (or the files); a later one wins on the same collection and shots")
     rp.add_argument("--out", required=True, help="local directory for report.md, report.html and the PNGs")
+    rp.add_argument("--paper", action="store_true",
+                    help="show the paper's Table 2 value and our difference from it in each Table 2 cell")
 
     d = sub.add_parser("datasets", help="list the dataset catalog")
     d.add_argument("--json", action="store_true")
@@ -177,17 +190,37 @@ def _configure_logging(verbose: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("ray", "urllib3", "filelock", "fsspec", "s3fs", "botocore", "diffusers", "transformers", "httpx"):
+    for noisy in ("ray", "faiss", "urllib3", "filelock", "fsspec", "s3fs", "botocore", "diffusers", "transformers",
+                  "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _out(args: argparse.Namespace, cfg: Any) -> str:
+    return args.out or cfg.out or os.path.join("out", cfg.name)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
     from genbench.config import load_config
+    from genbench.planning import format_plan, make_plan, plan_json
+
+    cfg = load_config(args.config)
+    plan = make_plan(cfg, _out(args, cfg), data_root=args.data_root, device=args.device)
+    print(json.dumps(plan_json(plan), indent=1) if args.json else format_plan(plan, per_collection=args.collections))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from genbench.config import check_inputs, load_config
     from genbench.engine.experiment import run_experiment
+    from genbench.planning import format_plan, make_plan
     from genbench.report.terminal import format_table
 
     cfg = load_config(args.config)
-    out = args.out or cfg.out or os.path.join("out", cfg.name)
+    out = _out(args, cfg)
+    check_inputs(cfg)
+    plan = make_plan(cfg, out)
+    if plan.ready:  # otherwise the run's own checks stop it next, with one line naming the first missing input
+        log.info("plan:\n%s", format_plan(plan))
     records = run_experiment(cfg, out, address=args.address, workers=args.workers, progress=not args.no_progress)
     print(format_table(records))
     print(f"\nwrote {os.path.join(out, 'results.json')} and {os.path.join(out, 'report.md')}")
@@ -276,7 +309,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from genbench.report.build import build_report
 
-    res = build_report(args.results_dirs, args.out)
+    res = build_report(args.results_dirs, args.out, paper=args.paper)
     for note in res["notes"]:
         print(note)
     for skipped in res["skipped"]:
@@ -295,6 +328,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _cmd_run,
+    "plan": _cmd_plan,
     "generate": _cmd_build,
     "original": _cmd_build,
     "embed": _cmd_embed,

@@ -142,3 +142,19 @@ def test_map_11point_counts_recall_exactly_at_threshold():
     # AP = (4 * 1 + 7 * 10/14) / 11 = (4 + 5) / 11 = 9/11. Computing t as 3 * 0.1 = 0.30000000000000004 would drop the
     # recall-0.3 point at t = .3 and give (3 + 8 * 10/14) / 11 instead.
     assert task.average_precision_11point(truth, scores) == pytest.approx(9 / 11)
+
+
+def test_cler_text_is_the_mean_of_cler_and_zeroshot_logits_not_a_renormalised_sum():
+    from genbench.metrics.cler import cler_text_logits
+
+    # Class 0: centroid and text agree; class 1: they disagree, so |c1 + t1| is small and re-normalising the sum
+    # (an earlier definition) would inflate class 1's logit past class 0's.
+    a = np.deg2rad([0.0, 40.0, 100.0])
+    c = np.array([[1.0, 0.0], [np.cos(a[2]), np.sin(a[2])]], dtype=np.float32)
+    t = np.array([[1.0, 0.0], [np.cos(-a[2] + a[1]), np.sin(-a[2] + a[1])]], dtype=np.float32)
+    test = np.array([[np.cos(a[1] / 2), np.sin(a[1] / 2)]], dtype=np.float32)
+    logits = cler_text_logits(test, c, t)
+    np.testing.assert_allclose(logits, (test @ c.T + test @ t.T) / 2, rtol=1e-6)
+    summed = c + t
+    renormalised = test @ (summed / np.linalg.norm(summed, axis=1, keepdims=True)).T
+    assert logits.argmax() == 0 and renormalised.argmax() == 1

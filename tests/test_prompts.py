@@ -15,7 +15,7 @@ import torch
 from genbench.catalog import dataset_names, get_dataset
 from genbench.catalog.spec import DatasetSpec
 from genbench.errors import UsageError
-from genbench.prompts.weighting import parse_weighted, plain_text, token_weights, weighted_prompt_embeds
+from genbench.prompts.weighting import parse_weighted, token_weights, weighted_prompt_embeds
 from genbench.prompts import (
     NP_QUALITY,
     RD_QUALITY,
@@ -83,14 +83,61 @@ def test_parse_strategy_accepts_case_and_combination_order():
         assert err.value.field == "strategy" and "np+rd" in str(err.value)
 
 
-def test_st_is_the_simple_template(cifar, digits):
+# Table 6 of the paper, one row per strategy, for its example classes. Each case: (dataset, class, shot, strategy,
+# prompt, negative prompt) under run seed 0. The shot is one whose seeded template choice is the template Table 6
+# prints, so the DT-based rows reproduce the paper's strings; the negative classes are our seeded draw (Table 6's are
+# the paper's own random draw), followed by the quality negatives.
+_Q = ", bad shape, misfigured"
+_RD = ", ((sharp focus)), ((highly detailed)), ((hires))"
+TABLE6 = [
+    ("cifar10", "airplane", 0, "st", "airplane", None),
+    ("oxford_pets", "British Shorthair", 0, "st", "British Shorthair", None),
+    ("stanford_cars", "Acura TL Sedan 2012", 0, "st", "Acura TL Sedan 2012", None),
+    ("fgvc_aircraft", "737-400", 0, "st", "737-400", None),
+    ("cifar10", "airplane", 0, "st-photo", "a photo of airplane", None),
+    ("cifar10", "airplane", 12, "dt", "a black and white photo of the airplane.", None),
+    ("oxford_pets", "British Shorthair", 0, "dt", "a photo of a British Shorthair, a type of pet.", None),
+    ("stanford_cars", "Acura TL Sedan 2012", 3, "dt", "a photo of my old Acura TL Sedan 2012.", None),
+    ("fgvc_aircraft", "737-400", 1, "dt", "a photo of a 737-400, a type of aircraft.", None),
+    # Our GTSRB templates are CLIP's ('a close up photo of a "{}" traffic sign.'); Table 6 prints a variant.
+    ("gtsrb", "red and white circle no truck entry", 0, "dt",
+     'a close up photo of a "red and white circle no truck entry" traffic sign.', None),
+    ("cifar10", "airplane", 37, "rd", "a photo of the big airplane." + _RD, None),
+    ("fgvc_aircraft", "737-400", 1, "rd", "a photo of a 737-400, a type of aircraft." + _RD, None),
+    ("cifar10", "airplane", 6, "np", "a good photo of the airplane.", "cat, bird, automobile, truck, dog" + _Q),
+    ("oxford_pets", "British Shorthair", 0, "np", "a photo of a British Shorthair, a type of pet.",
+     "japanese chin, Egyptian Mau, american bulldog, great pyrenees, newfoundland" + _Q),
+    ("fgvc_aircraft", "737-400", 1, "np", "a photo of a 737-400, a type of aircraft.",
+     "Boeing 717, Falcon 900, C-130, 767-400, A340-200" + _Q),
+    ("fgvc_aircraft", "737-400", 1, "np+rd", "a photo of a 737-400, a type of aircraft." + _RD,
+     "Boeing 717, Falcon 900, C-130, 767-400, A340-200" + _Q),
+    ("cifar10", "airplane", 6, "dt+np+rd", "a good photo of the airplane." + _RD, "cat, bird, automobile, truck, dog" + _Q),
+    ("stanford_cars", "Acura TL Sedan 2012", 3, "ra", "a photo of my old Acura TL Sedan 2012.", None),
+]
+
+
+@pytest.mark.parametrize("dataset,name,shot,strategy,text,negative", TABLE6,
+                         ids=[f"{c[3]}-{c[0]}-{c[2]}" for c in TABLE6])
+def test_table6_rows(dataset, name, shot, strategy, text, negative):
+    spec = get_dataset(dataset)
+    p = make_prompt(strategy, spec, spec.classes.index(name), shot, run_seed=0)
+    assert (p.text, p.negative) == (text, negative)
+
+
+def test_st_is_the_class_name_and_does_not_vary(cifar, digits):
     cat = cifar.classes.index("cat")
     p = make_prompt("st", cifar, cat, 3, run_seed=0)
     assert p == make_prompt("ST", cifar, cat, 99, run_seed=5)  # ST does not vary per sample
-    assert p.text == "a photo of a cat." and p.negative is None and p.strategy == "st"
-    assert make_prompt("st", digits, 7, 0, run_seed=0).text == "a photo of the number 7."
+    assert (p.text, p.negative, p.strategy) == ("cat", None, "st")
+    assert make_prompt("st-photo", digits, 7, 0, run_seed=0).text == "a photo of 7"
     with pytest.raises(UsageError):
         make_prompt("st", digits, 10, 0, run_seed=0)
+
+
+def test_table2_row_names_parse_to_the_combinations_on_dt():
+    assert [parse_strategy(s) for s in ("DT+NP", "dt+np+rd", "np+dt", "dt+rd")] == ["np", "np+rd", "np", "rd"]
+    with pytest.raises(UsageError):
+        parse_strategy("dt+ce")
 
 
 def test_dt_uses_a_dataset_template_chosen_per_sample(cifar):
@@ -102,18 +149,20 @@ def test_dt_uses_a_dataset_template_chosen_per_sample(cifar):
     assert other_seed != prompts
 
 
-def test_ce_sentence_contains_the_class_and_is_deterministic(cifar, enhancer):
+def test_ce_sentence_is_deterministic_and_may_drift_unless_prepended(cifar, enhancer):
     cat = cifar.classes.index("cat")
-    st = make_prompt("st", cifar, cat, 0, run_seed=0).text
     ce = [make_prompt("ce", cifar, cat, shot, run_seed=0, enhancer=enhancer) for shot in range(3)]
     for p in ce:
-        assert p.strategy == "ce" and p.negative is None
-        assert "cat" in p.text.lower().replace(",", " ").split()
-        assert p.text != st
+        assert p.strategy == "ce" and p.negative is None and p.text and p.text != "cat"
     assert len({p.text for p in ce}) == 3  # each sample its own sentence
     assert make_prompt("ce", cifar, cat, 1, run_seed=0, enhancer=enhancer) == ce[1]
-    # A name the tiny vocabulary cannot produce is still in the sentence (prepended).
-    assert enhancer.sentences("Zyzzyva Quux", seed=3).startswith("Zyzzyva Quux, ")
+    # The tiny vocabulary cannot produce this name: by default the sentence drifts (the paper's finding) ...
+    drifted = enhancer.sentences("Zyzzyva Quux", seed=3)
+    assert "Zyzzyva" not in drifted and drifted
+    # ... and the option puts the class name in front of it.
+    assert enhancer.sentences("Zyzzyva Quux", seed=3, prepend_class=True) == f"Zyzzyva Quux, {drifted}"
+    forced = make_prompt("ce", cifar, cat, 0, run_seed=0, enhancer=enhancer, ce_prepend=True)
+    assert "cat" in forced.text.lower().replace(",", " ").split()
     with pytest.raises(UsageError) as err:
         make_prompt("ce", cifar, cat, 0, run_seed=0)
     assert err.value.field == "enhancer"
@@ -132,15 +181,22 @@ def test_tiny_t5_is_saved_once_as_safetensors_and_reloaded(enhancer, tmp_path):
     assert reloaded.sentences("dog", 11) == enhancer.sentences("dog", 11)  # same weights from the saved copy
 
 
-def test_rd_emphasises_the_class_with_quality_terms(cifar):
-    p = make_prompt("rd", cifar, cifar.classes.index("dog"), 0, run_seed=0)
-    assert p.text == "((dog)), sharp focus, highly detailed, hires" and p.negative is None
-    segments = dict(parse_weighted(p.text))
-    assert segments["dog"] == pytest.approx(1.21)
-    assert all(term in plain_text(p.text) for term in RD_QUALITY)
+def test_rd_emphasises_the_restrictive_words_not_the_class(cifar):
+    dog = cifar.classes.index("dog")
+    p = make_prompt("rd", cifar, dog, 0, run_seed=0)
+    dt = make_prompt("dt", cifar, dog, 0, run_seed=0)
+    assert p.text == dt.text + ", ((sharp focus)), ((highly detailed)), ((hires))" and p.negative is None
+    weights = dict(parse_weighted(p.text))
+    assert all(weights[term] == pytest.approx(1.21) for term in RD_QUALITY)
+    assert weights[dt.text + ", "] == 1.0  # the DT part, class name included, keeps weight 1
+    assert make_prompt("rd", cifar, dog, 0, run_seed=0, emphasis="literal").text == p.text  # sent as text
+    with pytest.raises(UsageError):
+        make_prompt("rd", cifar, dog, 0, run_seed=0, emphasis="loud")
     # Brackets inside a class name stay text, not emphasis.
-    odd = _spec("odd", ["Boeing 737 (200)", "other"])
-    assert parse_weighted(make_prompt("rd", odd, 0, 0, 0).text)[0] == ("Boeing 737 (200)", pytest.approx(1.21))
+    odd = _spec("odd", ["Boeing 737 (200)", "other"], ["a photo of a {}."])
+    segments = parse_weighted(make_prompt("rd", odd, 0, 0, 0).text)
+    assert segments[0] == ("a photo of a Boeing 737 (200)., ", 1.0)
+    assert make_prompt("rd", odd, 0, 0, 0, emphasis="literal").text.startswith("a photo of a Boeing 737 (200).")
 
 
 def _negative_classes(negative: str, spec: DatasetSpec) -> list[str]:
@@ -154,7 +210,7 @@ def test_np_negative_lists_up_to_five_other_classes_plus_quality_terms(cifar):
     seen: set[tuple[str, ...]] = set()
     for shot in range(20):
         p = make_prompt("np", cifar, cat, shot, run_seed=0)
-        assert p.text == "a photo of a cat." and p.strategy == "np"
+        assert p.text == make_prompt("dt", cifar, cat, shot, run_seed=0).text and p.strategy == "np"
         names = _negative_classes(p.negative, cifar)
         assert len(names) == 5 == len(set(names))
         assert "cat" not in names and set(names) <= set(cifar.classes)
@@ -162,6 +218,16 @@ def test_np_negative_lists_up_to_five_other_classes_plus_quality_terms(cifar):
     assert len(seen) > 1  # sampled per sample
     small = _spec("small", ["a", "b", "c"])
     assert sorted(_negative_classes(make_prompt("np", small, 1, 0, 0).negative, small)) == ["a", "c"]
+
+
+def test_np_rd_negatives_with_brackets_stay_text_under_weighting():
+    odd = _spec("odd", ["kite", "cherimoya (custard apple)"], ["a photo of a {}."])
+    both = make_prompt("np+rd", odd, 0, 0, 0)
+    assert both.negative == r"cherimoya \(custard apple\), bad shape, misfigured"
+    assert parse_weighted(both.negative) == [("cherimoya (custard apple), bad shape, misfigured", 1.0)]
+    # Unweighted prompts pass the names as they are.
+    assert make_prompt("np", odd, 0, 0, 0).negative == "cherimoya (custard apple), bad shape, misfigured"
+    assert make_prompt("np+rd", odd, 0, 0, 0, emphasis="literal").negative == make_prompt("np", odd, 0, 0, 0).negative
 
 
 def test_np_rd_combines_both(cifar):

@@ -134,9 +134,15 @@ def test_retrieval_end_to_end_and_rerun(pool, index_dir, tmp_path):
     # Download and decode time is CPU time, priced at the CPU instance's rate per core, never at the GPU's.
     cost = man["cost"]
     assert cost["fetch_cpu_seconds"] == pytest.approx(man["fetch"]["cpu_seconds"]) and cost["fetch_cpu_seconds"] > 0
-    assert cost["gpu_seconds"] == 0.0 and cost["cpu_seconds"] >= cost["fetch_cpu_seconds"]
+    # The text-to-text search is priced too (the paper's retrieval cost is its search).
+    assert cost["query_cpu_seconds"] == pytest.approx(man["query"]["cpu_seconds"]) and cost["query_cpu_seconds"] > 0
+    assert cost["gpu_seconds"] == 0.0
+    assert cost["cpu_seconds"] >= cost["fetch_cpu_seconds"] + cost["query_cpu_seconds"]
     expected = cost["cpu_seconds"] * (0.21 / 32) / 3600 / cost["images"]
     assert rec["cost"]["usd_per_image"] == pytest.approx(expected, rel=1e-9)
+    # At the paper's spot rates (the same 0.21 USD/h for 32 vCPU) the figure is the same.
+    assert rec["cost"]["usd_per_image_spot"] == pytest.approx(expected, rel=1e-9)
+    assert rec["cost"]["priced_by"] == "measured seconds"
     samples = list(wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode("rgb8"))
     urls = [s["json"]["url"] for s in samples]
     assert len(urls) == len(set(urls)) == rec["n_train"]

@@ -29,10 +29,28 @@ def _specs(*sources: dict) -> list:
 
 
 def test_defaults_give_the_legacy_identity_and_name():
-    (gen_kind, gen), (orig_kind, orig) = _specs({"source": "generated", "generator": "tiny", "shots": 1},
-                                                {"source": "original", "shots": 1})
-    assert gen.identity_options() == LEGACY_GENERATED and gen.variant(0) == "tiny_st_s0"
+    (_, dt), (gen_kind, gen), (orig_kind, orig) = _specs(
+        {"source": "generated", "generator": "tiny", "shots": 1, "strategies": ["dt", "st"]},
+        {"source": "original", "shots": 1})
+    assert dt.identity_options() == {**LEGACY_GENERATED, "strategy": "dt"} and dt.variant(0) == "tiny_dt_s0"
+    # ST's prompt became Table 6's (the class name alone): same name, but a collection made with the earlier prompt
+    # ("a photo of a {}.") has another identity and is refused rather than extended.
+    assert gen.identity_options() == {**LEGACY_GENERATED, "prompts": "table6"} and gen.variant(0) == "tiny_st_s0"
     assert orig.identity_options() == LEGACY_ORIGINAL and orig.variant(3) == "kshot_s3"
+
+
+def test_a_collection_made_with_the_earlier_st_prompts_is_refused(tmp_path):
+    from genbench.shards import manifest as mf
+    from genbench.shards.store import Store
+
+    (_, gen), = _specs({"source": "generated", "generator": "tiny", "shots": 1})
+    store = Store(str(tmp_path))
+    store.makedirs()
+    old = {"dataset": "digits", "options": LEGACY_GENERATED}
+    mf.check_identity(store, old)
+    with pytest.raises(UsageError) as err:
+        mf.check_identity(store, {"dataset": "digits", "options": gen.identity_options()})
+    assert err.value.field == "out" and "options" in str(err.value)
 
 
 def test_strategy_specific_options_join_identity_and_name_only_under_their_strategy():

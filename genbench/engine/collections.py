@@ -113,6 +113,46 @@ def plan_slots(state: CollectionState, ctx: Any) -> None:
         log.info("%s: redoing %d shard(s) whose empty slots can now be filled", job.uri, len(redo))
 
 
+def stages(states: list[CollectionState]) -> list[list[CollectionState]]:
+    """The collections in build order: each in a later stage than every collection of the run it reads
+    (``Planned.after``: RA after its retrieved collection); within a stage, the run's order."""
+    by_uri = {st.job.uri: st for st in states}
+    depth: dict[str, int] = {}
+
+    def level(st: CollectionState, path: tuple[str, ...]) -> int:
+        uri = st.job.uri
+        if uri in path:
+            raise ValueError(f"collections read each other: {' -> '.join(path + (uri,))}")
+        if uri not in depth:
+            reads = [by_uri[u] for u in st.planned.after if u in by_uri]
+            depth[uri] = 1 + max((level(u, path + (uri,)) for u in reads), default=-1)
+        return depth[uri]
+
+    out: list[list[CollectionState]] = []
+    for st in states:
+        d = level(st, ())
+        out += [[] for _ in range(d + 1 - len(out))]
+        out[d].append(st)
+    return out
+
+
+def ready(stage: list[CollectionState], states: list[CollectionState]) -> list[CollectionState]:
+    """The collections of ``stage`` whose inputs were all made. One that reads a collection with failed shards is not
+    made: its shards are reported failed, naming that collection, so it is never built from a partial input."""
+    failed = {st.job.uri for st in states if st.failed}
+    out = []
+    for st in stage:
+        broken = [u for u in st.planned.after if u in failed]
+        if not broken:
+            out.append(st)
+            continue
+        log.error("%s: not made, it reads %s, which has failed shards", st.job.uri, ", ".join(broken))
+        for t in st.pending:
+            st.failed[t.label] = f"not made: it reads {', '.join(broken)}, which has failed shards"
+        st.pending = []
+    return out
+
+
 def reduce_done(state: CollectionState) -> None:
     """Class sums of the shards done before this run, from their sidecars."""
     if not state.clip_slug or not state.records:
@@ -183,8 +223,9 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
         per_class: dict[str, int] = {}
         for cls, _shot in short:
             per_class[str(cls)] = per_class.get(str(cls), 0) + 1
-        fetch_cpu = float(st.extras.get("fetch", {}).get("cpu_seconds", 0.0))
-        st.cost = cost.collection_cost(recs, pricing, fetch_cpu)
+        # Retrieval's search and downloads ran outside the shards; their CPU-seconds are part of its cost.
+        fetch_cpu, query_cpu = (float(st.extras.get(k, {}).get("cpu_seconds", 0.0)) for k in ("fetch", "query"))
+        st.cost = cost.collection_cost(recs, pricing, fetch_cpu, kind=st.job.source, query_cpu_seconds=query_cpu)
         bad = [b for r in recs for b in r.get("bad_samples", [])]
         extra = {
             **st.extras,

@@ -3,7 +3,8 @@
 preflight (every check, nothing written) -> Ray and the driver's CLIP model -> prepare each collection (identity,
 extent, what is done) -> each source plans its slots (retrieval downloads) -> the worker pool makes, embeds and
 commits the shards -> manifests -> the real test split's embeddings (cached) -> every metric at every shot count ->
-results.json and report.md.
+results.json and report.md. Collections that read others of the run (RA reads a retrieved one) are planned and made
+in a later stage, after those.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from genbench.config import ExperimentConfig
 from genbench.engine import collections as coll
 from genbench.engine.plan import CollectionJob
 from genbench.engine.preflight import check_resources, preflight
-from genbench.metrics.score import ScoreInputs, score_all
+from genbench.engine.scoring import timed_scores
+from genbench.metrics.score import ScoreInputs
 from genbench.metrics.zeroshot import class_text_embeddings
 from genbench.report.records import build_record, write_results
 from genbench.shards.lock import CollectionLock
@@ -61,15 +63,27 @@ def _build_locked(cfg: ExperimentConfig, planned: list[Any], make_pool: Callable
                   download: Callable[..., int]) -> Iterator[tuple[list[coll.CollectionState], Any]]:
     states = [coll.prepare(p, clip.slug if clip else None, cfg.engine.verify) for p in planned]
     ctx = PlanContext(clip=clip, download=download, progress=progress)
-    for st in states:
-        coll.plan_slots(st, ctx)
-        coll.reduce_done(st)
-        log.info("%s: %d shard(s) done, %d to make", st.job.uri, st.skipped, len(st.pending))
+    # A collection that reads another of the run (RA reads a retrieved one) is planned and built in a later stage,
+    # once what it reads is on disk; the first stage plans before the pool takes the CPUs/GPUs (downloads).
+    order = coll.stages(states)
+    _plan(order[0], ctx)
     with make_pool() as pool:
-        wall = coll.build(states, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
+        wall = 0.0
+        for k, stage in enumerate(order):
+            if k:
+                stage = coll.ready(stage, states)
+                _plan(stage, ctx)
+            wall += coll.build(stage, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
         coll.finish(states, cfg.pricing)
         log.info("built %d collection(s) in %.1fs", len(states), wall)
         yield states, pool
+
+
+def _plan(stage: list[coll.CollectionState], ctx: PlanContext) -> None:
+    for st in stage:
+        coll.plan_slots(st, ctx)
+        coll.reduce_done(st)
+        log.info("%s: %d shard(s) done, %d to make", st.job.uri, st.skipped, len(st.pending))
 
 
 def build_collections(cfg: ExperimentConfig, shards_root: str, address: str | None = None, workers: int | None = None,
@@ -102,10 +116,10 @@ def run_experiment(cfg: ExperimentConfig, out: str, address: str | None = None, 
             job_info = {**st.job.identity(), "collection": st.job.uri}
             for k in st.planned.shots:
                 inputs = score_inputs(cfg, st, k, test_emb, labels, text_emb)
-                scores = score_all(cfg.metrics, inputs)
+                scores, seconds = timed_scores(cfg.metrics, inputs)
                 records.append(build_record(dataset=dataset, job=job_info, shots=k, clip=cfg.clip,
                                             n_train=int(inputs.counts.sum()), n_test=len(labels), scores=scores,
-                                            manifest=manifest))
+                                            manifest=manifest, eval_seconds=seconds))
     write_results(out, records, cfg.storage_options)
     return records
 

@@ -20,6 +20,7 @@ from genbench.config import ExperimentConfig
 from genbench.engine.plan import CollectionJob
 from genbench.errors import UsageError
 from genbench.shards.store import join
+from genbench.sources import links
 from genbench.sources.base import CheckContext, Source
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Planned:
-    """One collection of the run: its job, the Source that makes it, and the shot counts to score."""
+    """One collection of the run: its job, the Source that makes it, the shot counts to score, and the URIs of the
+    collections of the run it reads (built before it)."""
 
     job: CollectionJob
     source: Source
     shots: tuple[int, ...]
+    after: tuple[str, ...] = ()
 
     @property
     def untrained(self) -> list[str]:
@@ -64,49 +67,74 @@ def check_context(cfg: ExperimentConfig) -> CheckContext:
 
 def plan_jobs(cfg: ExperimentConfig, shards_root: str, ctx: CheckContext | None = None) -> list[Planned]:
     """One collection per (dataset, source entry, expansion). Local roots are made absolute: workers run elsewhere.
-    Two entries that name the same collection are refused (their shots belong in one list)."""
+    A collection that reads others of the run (RA reads a retrieved one) is linked to them once they are named
+    (:mod:`genbench.sources.links`). Two entries that name the same collection are refused (their shots belong in one
+    list)."""
     from genbench.sources import registry
 
     ctx = ctx or check_context(cfg)
     if "://" not in shards_root:
         shards_root = os.path.abspath(shards_root)
     planned: list[Planned] = []
-    seen: dict[str, tuple[int, dict[str, Any]]] = {}
+    positions: list[int] = []  # each collection's entry in `sources`, for errors
     for ds in cfg.datasets:
-        dataset = get_dataset(ds)
-        for i, entry in enumerate(cfg.sources):
-            source = registry.load(entry.ref)
-            for spec in entry.spec.expand(ds):
-                spec = source.resolve(spec, ctx)
-                variant = spec.variant(cfg.seed)
-                uri = join(shards_root, ds, entry.kind, variant)
-                if uri in seen:
-                    j, other = seen[uri]
-                    if other == spec.identity_options():
-                        raise UsageError(f"sources[{i}]", entry.kind,
-                                         f"a source whose collection differs from sources[{j}]'s ({variant}): put "
-                                         "both shot counts in one list (shots: [..]) instead of repeating the source")
-                    differ = sorted(k for k in set(other) | set(spec.identity_options())
-                                    if other.get(k) != spec.identity_options().get(k))
-                    raise UsageError(f"sources[{i}]", entry.kind,
-                                     f"a collection name of its own: it differs from sources[{j}] in {', '.join(differ)} "
-                                     f"but both are named {variant} (e.g. give a model directory another name)")
-                seen[uri] = (i, spec.identity_options())
-                job = CollectionJob(
-                    dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant, uri=uri,
-                    run_seed=cfg.seed, num_classes=dataset.num_classes, shots=max(entry.shots),
-                    shard_size=cfg.shard_size, clip=cfg.clip, data_root=cfg.data_root, cache_dir=cfg.cache_dir,
-                    storage_options=dict(cfg.storage_options),
-                )
-                planned.append(Planned(job, source, entry.shots))
+        items = [(i, entry, registry.load(entry.ref), spec) for i, entry in enumerate(cfg.sources)
+                 for spec in entry.spec.expand(ds)]
+        items = [(i, entry, source, source.resolve(spec, ctx)) for i, entry, source, spec in items]
+        jobs: dict[int, Planned] = {}
+        for n, (i, entry, source, spec) in enumerate(items):
+            if not links.reads_others(source):
+                jobs[n] = Planned(_job(cfg, ds, entry, spec, shards_root), source, entry.shots)
+        upstream = [links.Upstream(items[n][0], p.job.source, p.job.variant, p.job.uri, p.job.identity(),
+                                   p.job.shots) for n, p in jobs.items()]
+        for n, (i, entry, source, spec) in enumerate(items):
+            if n not in jobs:
+                spec, after = links.link(source, spec, entry.spec, f"sources[{i}]", ds, upstream)
+                jobs[n] = Planned(_job(cfg, ds, entry, spec, shards_root), source, entry.shots, tuple(after))
+        planned += [jobs[n] for n in range(len(items))]
+        positions += [i for i, *_ in items]
+    _check_distinct(planned, positions)
     return planned
+
+
+def _job(cfg: ExperimentConfig, ds: str, entry: Any, spec: Any, shards_root: str) -> CollectionJob:
+    variant = spec.variant(cfg.seed)
+    return CollectionJob(
+        dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant,
+        uri=join(shards_root, ds, entry.kind, variant), run_seed=cfg.seed, num_classes=get_dataset(ds).num_classes,
+        shots=max(entry.shots), shard_size=cfg.shard_size, clip=cfg.clip, data_root=cfg.data_root,
+        cache_dir=cfg.cache_dir, storage_options=dict(cfg.storage_options),
+    )
+
+
+def _check_distinct(planned: list[Planned], positions: list[int]) -> None:
+    """Refuse two entries that name one collection: the same settings (put both shot counts in one list) or settings
+    that differ but share a name."""
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, p in zip(positions, planned):
+        uri, kind, variant, options = p.job.uri, p.job.source, p.job.variant, p.job.spec.identity_options()
+        if uri in seen:
+            j, other = seen[uri]
+            if other == options:
+                raise UsageError(f"sources[{i}]", kind,
+                                 f"a source whose collection differs from sources[{j}]'s ({variant}): put "
+                                 "both shot counts in one list (shots: [..]) instead of repeating the source")
+            differ = sorted(k for k in set(other) | set(options) if other.get(k) != options.get(k))
+            raise UsageError(f"sources[{i}]", kind,
+                             f"a collection name of its own: it differs from sources[{j}] in {', '.join(differ)} "
+                             f"but both are named {variant} (e.g. give a model directory another name)")
+        seen[uri] = (i, options)
 
 
 def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool = True) -> list[Planned]:
     """Check everything that can be checked before writing (exit code 2 on bad input), then plan the collections."""
     from genbench.sources import registry
 
+    from genbench.config import check_inputs
+
     check_out(out)
+    if scoring:  # files the config or its metrics need (FID's Inception weights), also for library callers
+        check_inputs(cfg)
     ctx = check_context(cfg)
     if scoring and not cfg.clip:
         raise UsageError("clip", None, "a CLIP model: scores compare CLIP embeddings")

@@ -1,8 +1,9 @@
 """CLER: a class-centroid classifier built from external-data embeddings, scored on the real test set.
 
 Centroid = mean of a class's L2-normalised external embeddings, re-normalised; logits = test . centroids^T.
-CLER+text replaces each centroid with normalise(text embedding + centroid). Both need only per-class sums and counts,
-which workers return per shard, so no pass over the images is needed here.
+CLER+text is the paper's Algorithm 1 ensemble: logits = (test . centroid + test . text) / 2, the mean of the CLER
+logit and the zero-shot logit. Both need only per-class sums and counts, which workers return per shard, so no pass
+over the images is needed here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ def cler_logits(test_emb: np.ndarray, cents: np.ndarray) -> np.ndarray:
 
 
 def cler_text_logits(test_emb: np.ndarray, cents: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
-    return test_emb.astype(np.float32) @ normalise(text_emb.astype(np.float32) + cents).T
+    """Algorithm 1 of the paper: ``(test . centroid + test . text) / 2`` per class, with the normalised centroids of
+    :func:`centroids` and the zero-shot class text embeddings (``preds_ensemble = (preds_CLER + preds_CLIP) / 2``).
+
+    Equal to ``test . (centroid + text) / 2``; unlike an earlier genbench, the sum is not re-normalised, so a class
+    whose centroid and text embedding disagree is not favoured over one where they agree."""
+    test = test_emb.astype(np.float32)
+    return (test @ cents.T + test @ text_emb.astype(np.float32).T) / 2.0
 
 
 def score_cler(inputs: Any) -> float:

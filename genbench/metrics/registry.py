@@ -32,7 +32,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("cler", "CLER", frozenset({"test", "class_sums"}), "genbench.metrics.cler:score_cler",
            doc="class-centroid classifier: test . normalised mean of each class's external embeddings"),
     Metric("cler_text", "CLER+text", frozenset({"test", "text", "class_sums"}), "genbench.metrics.cler:score_cler_text",
-           doc="test . normalise(centroid + class text embedding)"),
+           doc="the paper's Algorithm 1: (test . centroid + test . class text embedding) / 2"),
     Metric("linear_probe", "linear probe", frozenset({"test", "sidecars"}), "genbench.metrics.probe:score",
            doc="logistic regression on the external embeddings, regularisation chosen on external validation data"),
     Metric("clip_score", "CLIP score", frozenset({"sidecars"}), "genbench.metrics.clipscore:score",

@@ -5,6 +5,8 @@ seeded noise images, to measure the engine's own cost), ``random:<config>`` (a s
 ``random:sd21-base`` with random weights, for throughput), a hub id (``stabilityai/stable-diffusion-2-1-base``,
 ``stabilityai/stable-diffusion-xl-base-1.0``, ...) or a local diffusers pipeline directory. Every diffusers model is loaded
 by ``AutoPipelineForText2Image.from_pretrained``; img2img shares its weights via ``AutoPipelineForImage2Image.from_pipe``.
+A generator loaded with IP-Adapter weights (``ip_adapter=``, a local ``.safetensors`` file beside an ``image_encoder/``
+folder, as h94/IP-Adapter lays them out) also takes one image prompt per sample (RA's image prompt).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from genbench.models.device import resolve_device, resolve_dtype
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("dpmsolver++", "default")
+# Pipeline arguments with one entry per sample.
+_PER_SAMPLE = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "generator")
 
 
 class ImageGenerator:
@@ -36,8 +40,13 @@ class ImageGenerator:
     def generate(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], *, steps: int,
                  guidance_scale: float, height: int | None = None, width: int | None = None,
                  init_images: list | None = None, strength: float | None = None,
-                 weighted: bool = False) -> list[Image.Image]:
-        """One RGB image per prompt; sample i depends only on (prompt i, negative i, seed i) and the call's settings.
+                 weighted: bool = False, ip_adapter_images: list | None = None,
+                 ip_adapter_scale: float | None = None) -> list[Image.Image]:
+        """One RGB image per prompt; sample i depends only on (prompt i, negative i, seed i, its init or image-prompt
+        image) and the call's settings.
+
+        ``init_images``: img2img from image i with ``strength``. ``ip_adapter_images``: image i is sample i's image
+        prompt through the loaded IP-Adapter, at ``ip_adapter_scale`` (text-to-image otherwise).
 
         ``weighted=True`` reads the emphasis syntax of :mod:`genbench.prompts.weighting` (``((cat))``, ``[x]``,
         ``(x:1.3)``) in prompts and negatives and conditions on weighted embeddings (the RD strategy); otherwise the
@@ -47,7 +56,7 @@ class ImageGenerator:
 
     def _check(self, prompts: list[str], negative_prompts: list[str | None], seeds: list[int], steps: int,
                height: int | None, width: int | None, init_images: list | None,
-               strength: float | None) -> tuple[int, int]:
+               strength: float | None, ip_adapter_images: list | None = None) -> tuple[int, int]:
         """Validate a call up front (naming the argument) and return the (height, width) to generate at."""
         n = len(prompts)
         if len(negative_prompts) != n:
@@ -68,6 +77,11 @@ class ImageGenerator:
             if int(int(steps) * float(strength)) < 1:
                 # img2img runs only the last steps*strength steps: zero of them is an empty (failing) run.
                 raise UsageError("strength", strength, f"at least 1/steps = {1 / int(steps):.3g} with steps={steps}")
+        if ip_adapter_images is not None:
+            if init_images is not None:
+                raise UsageError("ip_adapter_images", f"{len(ip_adapter_images)} items", "no init_images beside them")
+            if len(ip_adapter_images) != n:
+                raise UsageError("ip_adapter_images", f"{len(ip_adapter_images)} items", f"one per prompt ({n})")
         return h, w
 
 
@@ -78,8 +92,9 @@ class NullGenerator(ImageGenerator):
         self.ref, self.is_tiny, self.default_size = "null", True, 64
 
     def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
-                 init_images=None, strength=None, weighted=False):
-        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
+                 init_images=None, strength=None, weighted=False, ip_adapter_images=None, ip_adapter_scale=None):
+        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength,
+                           ip_adapter_images)
         return [Image.fromarray(np.random.default_rng(int(s)).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
                 for s in seeds]
 
@@ -87,8 +102,9 @@ class NullGenerator(ImageGenerator):
 class DiffusersGenerator(ImageGenerator):
     """A diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, ...) with a lazily derived img2img twin."""
 
-    def __init__(self, ref: str, pipe: Any, is_tiny: bool, device: torch.device):
+    def __init__(self, ref: str, pipe: Any, is_tiny: bool, device: torch.device, ip_adapter: str | None = None):
         self.ref, self.pipe, self.is_tiny, self.device = ref, pipe, is_tiny, device
+        self.ip_adapter = ip_adapter
         unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         sample = unet.config.sample_size
         sample = sample[0] if isinstance(sample, (list, tuple)) else sample
@@ -106,8 +122,12 @@ class DiffusersGenerator(ImageGenerator):
 
     @torch.inference_mode()
     def generate(self, prompts, negative_prompts, seeds, *, steps, guidance_scale, height=None, width=None,
-                 init_images=None, strength=None, weighted=False):
-        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength)
+                 init_images=None, strength=None, weighted=False, ip_adapter_images=None, ip_adapter_scale=None):
+        h, w = self._check(prompts, negative_prompts, seeds, steps, height, width, init_images, strength,
+                           ip_adapter_images)
+        if ip_adapter_images is not None and self.ip_adapter is None:
+            raise UsageError("ip_adapter_images", f"{len(ip_adapter_images)} items",
+                             f"a generator loaded with IP-Adapter weights ({self.ref} has none)")
         if weighted and getattr(self.pipe, "text_encoder_2", None) is not None:
             # Two text encoders + pooled embeddings (SDXL): our weighting scheme covers single-encoder SD only, and
             # silently dropping the emphasis would change the experiment.
@@ -129,6 +149,15 @@ class DiffusersGenerator(ImageGenerator):
                 tok, enc, [n or "" for n in negative_prompts], device=self.device)
         else:
             common.update(prompt=list(prompts), negative_prompt=negatives)
+        if ip_adapter_images is not None:
+            self.pipe.set_ip_adapter_scale(float(1.0 if ip_adapter_scale is None else ip_adapter_scale))
+            # diffusers tiles one image prompt over the whole batch (its embeddings are repeated batch-size times), so
+            # samples with image prompts of their own go one call each: sample i stays independent of its batch.
+            made = []
+            for i, image in enumerate(ip_adapter_images):
+                one = {k: (v[i : i + 1] if k in _PER_SAMPLE and v is not None else v) for k, v in common.items()}
+                made += self.pipe(height=h, width=w, ip_adapter_image=image.convert("RGB"), **one).images
+            return [im.convert("RGB") for im in made]
         if init_images is None:
             out = self.pipe(height=h, width=w, **common)
         else:
@@ -161,8 +190,10 @@ def _set_scheduler(pipe: Any, scheduler: str) -> None:
 
 
 def load_generator(ref: str, device: str | None = None, dtype: str | None = None, cache_dir: str | None = None,
-                   scheduler: str = "dpmsolver++", compile: bool = False) -> ImageGenerator:
-    """Load a generator by reference (see module docstring). GPU default dtype is bf16, CPU always float32 unless asked."""
+                   scheduler: str = "dpmsolver++", compile: bool = False,
+                   ip_adapter: str | None = None) -> ImageGenerator:
+    """Load a generator by reference (see module docstring). GPU default dtype is bf16, CPU always float32 unless asked.
+    ``ip_adapter``: a local IP-Adapter weights file (``.safetensors``) whose folder holds its ``image_encoder/``."""
     if not isinstance(ref, str) or not ref.strip():
         raise UsageError("generator", ref, refs.ALLOWED_GENERATOR)
     if scheduler not in SCHEDULERS:
@@ -185,6 +216,8 @@ def load_generator(ref: str, device: str | None = None, dtype: str | None = None
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # benchmark data is filtered downstream; the checker also blacks out images
     _set_scheduler(pipe, scheduler)
+    if ip_adapter:
+        _load_ip_adapter(pipe, ip_adapter)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
     if dev.type == "cuda":
@@ -192,5 +225,18 @@ def load_generator(ref: str, device: str | None = None, dtype: str | None = None
         pipe.unet.to(memory_format=torch.channels_last)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
-    log.info("loaded generator %s from %s on %s (%s)", ref, path, dev, torch_dtype)
-    return DiffusersGenerator(ref, pipe, is_tiny, dev)
+    log.info("loaded generator %s from %s on %s (%s)%s", ref, path, dev, torch_dtype,
+             f" with IP-Adapter {ip_adapter}" if ip_adapter else "")
+    return DiffusersGenerator(ref, pipe, is_tiny, dev, ip_adapter)
+
+
+def _load_ip_adapter(pipe: Any, weights: str) -> None:
+    """IP-Adapter weights from a local file, its image encoder from ``image_encoder/`` beside it (never fetched)."""
+    if not weights.endswith(".safetensors") or not os.path.isfile(weights):
+        raise UsageError("ra_ip_adapter", weights, "a local IP-Adapter weights file (.safetensors)")
+    if not hasattr(pipe, "load_ip_adapter"):
+        raise UsageError("ra_ip_adapter", weights,
+                         f"a generator whose pipeline takes IP-Adapters ({type(pipe).__name__} does not)")
+    folder, name = os.path.split(os.path.abspath(weights))
+    pipe.load_ip_adapter(folder, subfolder="", weight_name=name, image_encoder_folder="image_encoder",
+                         local_files_only=True)

@@ -6,7 +6,18 @@ torch until a model is loaded.
 """
 
 from genbench.prompts.enhance import CE_DEFAULT_REF, CategoryEnhancer
-from genbench.prompts.strategies import NP_MAX_CLASSES, NP_QUALITY, RD_QUALITY, STRATEGIES, Prompt, make_prompt, parse_strategy, tig_init_index
+from genbench.prompts.strategies import (
+    EMPHASIS_MODES,
+    NP_MAX_CLASSES,
+    NP_QUALITY,
+    RD_QUALITY,
+    RD_SUFFIX,
+    STRATEGIES,
+    Prompt,
+    make_prompt,
+    parse_strategy,
+    tig_init_index,
+)
 
-__all__ = ["CE_DEFAULT_REF", "NP_MAX_CLASSES", "NP_QUALITY", "RD_QUALITY", "STRATEGIES", "CategoryEnhancer", "Prompt",
+__all__ = ["CE_DEFAULT_REF", "EMPHASIS_MODES", "NP_MAX_CLASSES", "NP_QUALITY", "RD_QUALITY", "RD_SUFFIX", "STRATEGIES", "CategoryEnhancer", "Prompt",
            "make_prompt", "parse_strategy", "tig_init_index"]

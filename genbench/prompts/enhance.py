@@ -51,11 +51,12 @@ class CategoryEnhancer:
         self.top_k = int(top_k)
         log.info("loaded CE model %s from %s on %s", ref, path, self.device)
 
-    def sentences(self, class_name: str, seed: int) -> str:
-        """One sentence for ``class_name``, deterministic for ``seed``; always contains the class name.
+    def sentences(self, class_name: str, seed: int, prepend_class: bool = False) -> str:
+        """One sentence for ``class_name``, deterministic for ``seed``.
 
-        If the model's sentence does not contain the class name (whole words, case-insensitive), it is prepended as
-        ``"<class name>, <sentence>"`` so the sample stays about its class.
+        The model's sentence may drift away from the class (the paper reports that drift as a finding of CE), so it
+        is used as it is. With ``prepend_class``, a sentence that does not contain the class name (whole words,
+        case-insensitive) becomes ``"<class name>, <sentence>"``; an empty sentence is the class name.
         """
         import torch
 
@@ -63,8 +64,10 @@ class CategoryEnhancer:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         ids = self._sample(words, gen)
         text = " ".join(self.tokenizer.decode(ids, skip_special_tokens=True).split())
-        if not _mentions(text, class_name):
-            text = f"{class_name}, {text}" if text else class_name
+        if not text:
+            return class_name
+        if prepend_class and not _mentions(text, class_name):
+            text = f"{class_name}, {text}"
         return text
 
     def _sample(self, words: str, gen) -> list[int]:

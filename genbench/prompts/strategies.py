@@ -22,13 +22,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("st", "dt", "ce", "rd", "np", "np+rd", "tig")
+STRATEGIES = ("st", "st-photo", "dt", "ce", "rd", "np", "np+rd", "ra", "tig")
+# Table 2's row names for the combinations built on DT: NP and RD already start from a DT prompt.
+ALIASES = {"dt+np": "np", "dt+rd": "rd", "dt+np+rd": "np+rd"}
 
-# Quality terms. The paper's code appends ",highly detailed,hires,8k,sharp focus" for its sharp-focus variant; the
-# RD form here follows the project brief's reading of Table 6: "((class)), sharp focus, highly detailed, hires".
+# Table 6: RD appends these restrictive words to a DT prompt, each emphasised with "(( ))".
 RD_QUALITY = ("sharp focus", "highly detailed", "hires")
+RD_SUFFIX = ", " + ", ".join(f"(({w}))" for w in RD_QUALITY)
+# Section 2.3 / Table 6: "bad shape, misfigured" are the quality negatives every NP prompt carries.
 NP_QUALITY = ("bad shape", "misfigured")
 NP_MAX_CLASSES = 5
+EMPHASIS_MODES = ("weighted", "literal")
+# Section 2.3's wording of the simple template, kept as its own strategy.
+ST_PHOTO = "a photo of {}"
 
 
 def parse_strategy(name: str) -> str:
@@ -37,6 +43,7 @@ def parse_strategy(name: str) -> str:
         raise UsageError("strategy", name, STRATEGIES)
     parts = sorted(p.strip() for p in name.strip().lower().split("+"))
     canonical = "+".join(parts)
+    canonical = ALIASES.get(canonical, canonical)
     if canonical in STRATEGIES:
         return canonical
     raise UsageError("strategy", name, STRATEGIES)
@@ -63,23 +70,25 @@ def _check_class(spec: "DatasetSpec", cls: int) -> str:
     return spec.classes[int(cls)]
 
 
-def _st(spec: "DatasetSpec", name: str) -> Prompt:
-    return Prompt(spec.simple_template.format(name), None, "st", spec.simple_template)
-
-
 def _dt(spec: "DatasetSpec", name: str, cls: int, shot: int, run_seed: int) -> Prompt:
     template = spec.templates[_rng(run_seed, spec, cls, shot, "template").randrange(len(spec.templates))]
     return Prompt(template.format(name), None, "dt", template)
 
 
-def _rd_text(name: str) -> str:
-    # The class name is escaped first so a name with brackets (e.g. "Boeing 737 (200)") keeps them as text.
-    return f"(({escape_weighting(name)})), " + ", ".join(RD_QUALITY)
+def _rd_text(dt: Prompt, name: str, emphasis: str) -> str:
+    if emphasis == "literal":
+        return dt.text + RD_SUFFIX
+    # Weighted: the DT part is read as plain text (a class name such as "Boeing 737 (200)" keeps its brackets), so
+    # only the restrictive words carry emphasis.
+    return escape_weighting(dt.template.format(name)) + RD_SUFFIX
 
 
-def _np_negative(spec: "DatasetSpec", cls: int, shot: int, run_seed: int) -> str:
+def _np_negative(spec: "DatasetSpec", cls: int, shot: int, run_seed: int, weighted: bool = False) -> str:
     others = [c for i, c in enumerate(spec.classes) if i != int(cls)]
     picked = _rng(run_seed, spec, cls, shot, "negative").sample(others, min(NP_MAX_CLASSES, len(others)))
+    if weighted:
+        # A weighted prompt's negative is read with the same syntax: "cherimoya (custard apple)" must stay text.
+        picked = [escape_weighting(c) for c in picked]
     return ", ".join(picked + list(NP_QUALITY))
 
 
@@ -91,39 +100,48 @@ def make_prompt(
     run_seed: int,
     *,
     enhancer: "CategoryEnhancer | None" = None,
+    emphasis: str = "weighted",
+    ce_prepend: bool = False,
 ) -> Prompt:
-    """The prompt of sample (``cls``, ``shot``) under ``strategy``; deterministic for (run_seed, dataset, cls, shot).
+    """The prompt of sample (``cls``, ``shot``) under ``strategy`` (Table 6); deterministic for (run_seed, dataset,
+    cls, shot).
 
-    - ``st``: ``spec.simple_template`` filled with the class name.
+    - ``st``: the class name alone (Table 6). ``st-photo``: ``"a photo of {}"`` (Section 2.3's wording).
     - ``dt``: one of ``spec.templates``, chosen per sample (seed purpose ``"template"``).
-    - ``ce``: a sentence from ``enhancer`` (a loaded :class:`CategoryEnhancer`, required) seeded per sample (purpose ``"ce"``).
-    - ``rd``: ``"((class)), sharp focus, highly detailed, hires"``; ``text`` keeps the weighting syntax
-      (:mod:`genbench.prompts.weighting` turns it into weighted embeddings).
-    - ``np``: the ST prompt with a negative prompt of up to 5 *other* class names (purpose ``"negative"``) plus
-      ``"bad shape, misfigured"``.
+    - ``ce``: a sentence from ``enhancer`` (a loaded :class:`CategoryEnhancer`, required) seeded per sample (purpose
+      ``"ce"``); the class name is not forced into it unless ``ce_prepend`` (the paper reports CE's drift).
+    - ``rd``: the sample's DT prompt followed by ``", ((sharp focus)), ((highly detailed)), ((hires))"``. With
+      ``emphasis="weighted"`` the brackets are real prompt weighting (:mod:`genbench.prompts.weighting`; brackets in
+      the class name are escaped); ``"literal"`` passes the text unchanged.
+    - ``np``: the sample's DT prompt; negative prompt = up to 5 *other* class names (all others when the dataset has
+      fewer; purpose ``"negative"``) then ``"bad shape, misfigured"``.
     - ``np+rd``: the RD prompt with the NP negative prompt.
-    - ``tig``: the DT prompt (same template choice as ``dt`` for the same sample); the engine adds the init image
-      (:func:`tig_init_index`) and the strength.
+    - ``ra``, ``tig``: the DT prompt; the engine adds the image the generation starts from (a retrieved image for RA,
+      an original one for TIG, :func:`tig_init_index`) and the strength.
+
+    The same sample uses the same template under dt, rd, np, np+rd, ra and tig, so strategies compare paired.
     """
     strategy = parse_strategy(strategy)
+    if emphasis not in EMPHASIS_MODES:
+        raise UsageError("emphasis", emphasis, EMPHASIS_MODES)
     name = _check_class(spec, cls)
     if strategy == "st":
-        return _st(spec, name)
-    if strategy in ("dt", "tig"):
-        dt = _dt(spec, name, cls, shot, run_seed)
-        return Prompt(dt.text, None, strategy, dt.template)
+        return Prompt(name, None, "st", "{}")
+    if strategy == "st-photo":
+        return Prompt(ST_PHOTO.format(name), None, "st-photo", ST_PHOTO)
     if strategy == "ce":
         if enhancer is None:
             raise UsageError("enhancer", None, "a CategoryEnhancer, loaded once per worker, for strategy 'ce'")
-        text = enhancer.sentences(name, sample_seed(run_seed, spec.name, cls, shot, purpose="ce"))
-        return Prompt(text, None, "ce", None)
-    if strategy == "rd":
-        return Prompt(_rd_text(name), None, "rd", None)
-    negative = _np_negative(spec, cls, shot, run_seed)
-    if strategy == "np":
-        st = _st(spec, name)
-        return Prompt(st.text, negative, "np", st.template)
-    return Prompt(_rd_text(name), negative, "np+rd", None)  # np+rd
+        seed = sample_seed(run_seed, spec.name, cls, shot, purpose="ce")
+        return Prompt(enhancer.sentences(name, seed, prepend_class=ce_prepend), None, "ce", None)
+    dt = _dt(spec, name, cls, shot, run_seed)
+    if strategy in ("dt", "ra", "tig"):
+        return Prompt(dt.text, None, strategy, dt.template)
+    parts = strategy.split("+")
+    weighted = "rd" in parts and emphasis == "weighted"  # the generator then reads prompt and negative as weighted
+    negative = _np_negative(spec, cls, shot, run_seed, weighted) if "np" in parts else None
+    text = _rd_text(dt, name, emphasis) if "rd" in parts else dt.text
+    return Prompt(text, negative, strategy, dt.template)
 
 
 def tig_init_index(cls: int, shot: int, n_available: int, run_seed: int, dataset: str) -> int:

@@ -7,12 +7,13 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from genbench.report.table2 import GroupedTable, grouped_html, grouped_markdown
 from genbench.report.tables import BEST, SECOND, Table, table_markdown
 
 
 @dataclass
 class Plot:
-    kind: str  # "gain", "shots", "quality", "mts"
+    kind: str  # "gain", "shots", "quality", "eval_time", "mts", "fig9", "fig11", "grid"
     title: str
     file: str | None = None  # name relative to the report's directory
     alt: str = ""
@@ -52,7 +53,7 @@ class Simple:
     rows: list[list[str]]
 
 
-Block = Union[Heading, Para, Notice, Bullets, Simple, Table, Plot]
+Block = Union[Heading, Para, Notice, Bullets, Simple, Table, GroupedTable, Plot]
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -71,6 +72,8 @@ def to_markdown(blocks: list[Block]) -> str:
                                   *("| " + " | ".join(r) + " |" for r in b.rows)]))
         elif isinstance(b, Table):
             out.append(f"**{b.title}**\n\n" + table_markdown(b))
+        elif isinstance(b, GroupedTable):
+            out.append(grouped_markdown(b))
         elif isinstance(b, Plot):
             out.append(f"![{b.alt}]({b.file})\n\n{b.caption}" if b.file else f"*{b.title}: not drawn: {b.skipped}.*")
         out.append("")
@@ -78,14 +81,24 @@ def to_markdown(blocks: list[Block]) -> str:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 80em; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, th.t, td.t { text-align: left; }
 caption { text-align: left; font-weight: 600; padding-bottom: 0.3em; }
 .notice { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.6em 1em; }
 .skipped { color: #666; font-style: italic; }
 figure { margin: 1em 0 2em; } img { max-width: 100%; } figcaption { font-size: 0.9em; color: #444; }
+.wide { overflow-x: auto; max-width: 100%; }
+table.table2 { font-size: 0.66em; }
+table.table2 th, table.table2 td { padding: 0.15em 0.2em; white-space: nowrap; }
+table.table2 th.group { text-align: center; background: #f2f2f2; }
+table.table2 th.col { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 0.3em 0.1em; }
+table.table2 th.row { white-space: normal; min-width: 6em; }
+table.table2 td .paper, table.table2 td .diff { display: block; font-size: 0.85em; color: #666; }
+table.table2 td .diff.neg { color: #a00; } table.table2 td .diff.pos { color: #060; }
+table.table2 abbr { text-decoration: none; }
+ul.notes { font-size: 0.85em; color: #444; }
 """
 
 
@@ -94,19 +107,33 @@ def _cell(text: str, mark: str | None) -> str:
     return f"<strong>{t}</strong>" if mark == BEST else f"<u>{t}</u>" if mark == SECOND else t
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+        return True
+    except ValueError:
+        return text in ("-", "")
+
+
 def _table_html(header: list[str], rows: list[list[str]], caption: str = "", marks=None, first_mark: int = 0) -> str:
-    parts = ["<table>"]
+    # a column of words reads left-aligned, a column of numbers right-aligned (so the digits line up)
+    words = {j for j in range(len(header)) if any(j < len(r) and not _numeric(r[j]) for r in rows)}
+
+    def cls(j: int) -> str:
+        return ' class="t"' if j in words and j > 0 else ""
+
+    parts = ['<div class="wide"><table>']
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
-    parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    parts.append("<tr>" + "".join(f"<th{cls(j)}>{html.escape(h)}</th>" for j, h in enumerate(header)) + "</tr>")
     for i, row in enumerate(rows):
         cells = []
         for j, c in enumerate(row):
             k = j - first_mark
             m = marks[i][k] if marks is not None and 0 <= k < len(marks[i]) else None
-            cells.append(f"<td>{_cell(c, m)}</td>")
+            cells.append(f"<td{cls(j)}>{_cell(c, m)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     return "\n".join(parts)
 
 
@@ -125,6 +152,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(_table_html(b.header, b.rows))
         elif isinstance(b, Table):
             body.append(_table_html(b.header, b.rows, b.title, b.marks, b.first_score_col))
+        elif isinstance(b, GroupedTable):
+            body.append(grouped_html(b))
         elif isinstance(b, Plot):
             if b.file:
                 body.append(f'<figure><img src="{html.escape(b.file)}" alt="{html.escape(b.alt)}">'

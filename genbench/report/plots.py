@@ -1,14 +1,16 @@
-"""The paper's figures as PNGs, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
+"""The paper's summary figures as PNGs (Fig. 2 gain per dataset, Fig. 3 score and cost against shots per concept group,
+Fig. 5 evaluation time per metric), drawn with matplotlib's Agg canvas (no display, no pyplot global state), and the
+helpers every figure module shares.
 
-Each function returns :class:`Plot` items: a written file with its alt text and caption, or a skip with the reason, so
-the report can say why a figure is missing instead of leaving a hole.
+Each function returns :class:`Plot` items: a written file with its alt text and caption, or a skip with the reason and
+the config that makes the missing records, so the report says why a figure is missing instead of leaving a hole.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
+import statistics
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,19 +18,18 @@ from matplotlib.figure import Figure
 
 from genbench.models.refs import slugify
 from genbench.report.document import Plot
-from genbench.report.tables import SCORE_TITLES, finite, series_key, series_labels
+from genbench.report.paper import CONFIGS, GROUPS, backbone, group_of, short_name
+from genbench.report.records import untrained
+from genbench.report.select import Pick, gain, pick
+from genbench.report.tables import SCORE_COLUMNS, SCORE_TITLES, finite
 
 log = logging.getLogger(__name__)
 
 DPI = 110
-# Fig. 4 panels: each cheap data-quality measure against linear-probe accuracy.
-QUALITY_MEASURES = ("cler", "clip_score", "fd_clip", "fid")
-MEASURE_AXIS = {
-    "cler": "CLER accuracy (%)",
-    "clip_score": "CLIP score (100 x cos)",
-    "fd_clip": "Fréchet distance (CLIP features)",
-    "fid": "FID (Inception)",
-}
+SOURCES = ("generated", "retrieved", "original")
+SOURCE_COLOURS = {"generated": "#7b3294", "retrieved": "#1b7837", "original": "#e66101"}
+GROUP_COLOURS = {"common": "#4477aa", "fine-grained": "#ee6677", "rare": "#228833"}
+UNTRAINED_STAMP = "inputs from untrained models (tiny or random weights): a plumbing check, not the paper's science"
 
 
 def slug(name: str) -> str:
@@ -36,239 +37,227 @@ def slug(name: str) -> str:
     return slugify(name, keep="_.-", sep="-")
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out_dir: str, name: str) -> str:
+def save(fig: Figure, out_dir: str, name: str, untrained_inputs: bool = False) -> str:
+    """Write ``name`` into ``out_dir``; a figure drawn from untrained models' numbers says so on its face."""
+    if untrained_inputs:
+        # above everything (legends sit below some figures); bbox_inches="tight" grows the canvas to keep it
+        fig.text(0.5, 1.01, UNTRAINED_STAMP, ha="center", va="bottom", color="#b00000", fontsize=8, fontweight="bold")
     fig.savefig(os.path.join(out_dir, name), dpi=DPI, bbox_inches="tight")
     return name
 
 
-def colour_map(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """One fixed colour per series label across every figure of a report."""
-    from matplotlib import colormaps
-
-    labels = sorted(set(series_labels(records).values()))
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+def group_colour(group: str) -> str:
+    return GROUP_COLOURS.get(group, "#888888")
 
 
-def _gain(rec: dict[str, Any], score: str) -> float | None:
-    s, z = finite(rec["scores"].get(score)), finite(rec["scores"].get("zeroshot"))
-    return None if s is None or z is None else s - z
+def source_colour(source: str) -> str:
+    return SOURCE_COLOURS.get(source, "#555555")
 
 
-def gain_bars(records: list[dict[str, Any]], out_dir: str, colours: dict[str, Any]) -> list[Plot]:
-    """Fig. 2: gain over zero-shot per dataset, grouped bars per source/strategy, each at its largest shot count."""
-    title = "Gain over zero-shot"
-    panels = [s for s in ("cler", "linear_probe") if any(_gain(r, s) is not None for r in records)]
-    if not panels:
-        return [Plot("gain", title, skipped="no record has both a zero-shot and a CLER or linear-probe score")]
-    labels = series_labels(records)
-    top: dict[tuple[str, str], dict[str, Any]] = {}  # (dataset, series label) -> record at the largest shots
-    for r in records:
-        k = (r["dataset"], labels[series_key(r)])
-        if k not in top or int(r["shots"]) > int(top[k]["shots"]):
-            top[k] = r
-    datasets = sorted({d for d, _ in top})
-    series = sorted({s for _, s in top})
-    fig = _figure(max(6.0, 1.2 * len(datasets) * max(1, len(series)) / 3 + 3), 3.2 * len(panels))
-    width = 0.8 / len(series)
-    for p, score in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, p + 1)
-        for j, s in enumerate(series):
-            xs, ys = [], []
-            for i, d in enumerate(datasets):
-                g = _gain(top[(d, s)], score) if (d, s) in top else None
-                if g is not None:
-                    xs.append(i - 0.4 + width * (j + 0.5))
-                    ys.append(g)
-            ax.bar(xs, ys, width=width, color=colours[s], label=s if p == 0 else None)
+def sources_of(records: list[dict[str, Any]]) -> list[str]:
+    """The paper's three sources first, then any plugin source, by name."""
+    present = {r.get("source") for r in records}
+    return [s for s in SOURCES if s in present] + sorted(str(s) for s in present - set(SOURCES))
+
+
+def caption_untrained(caption: str, flag: bool) -> str:
+    return caption + (" Inputs come from untrained models: the numbers prove the plumbing, not the science." if flag else "")
+
+
+def group_legend(where: Any, groups: list[str], below: bool = False) -> None:
+    """Concept-group colours: inside an axes' upper right, or (``below``, ``where`` a figure) under the panels."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=group_colour(g), label=g) for g in groups]
+    if below:
+        where.legend(handles=handles, frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                     ncol=len(handles))
+    else:
+        where.legend(handles=handles, frameon=False, fontsize=8, loc="upper right")
+
+
+# ---------------------------------------------------------------------------------------------------- Fig. 2: gain
+
+
+def fig2_gain(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 2: CLER minus zero-shot per dataset, sorted, one panel per source, with each source's mean."""
+    title = "Gain of CLER over zero-shot per dataset (Fig. 2)"
+    picks = [p for p in (pick(records, s, needs=("cler", "zeroshot")) for s in sources_of(records)) if p]
+    if not picks:
+        return [Plot("gain", title, skipped=f"no record has both a CLER and a zero-shot score: {CONFIGS['fig2']} "
+                                            "produces them")]
+    n = max(len(p.by_dataset) for p in picks)
+    fig = figure(max(6.5, 0.36 * n + 2.0), 2.7 * len(picks) + 0.4)
+    means = {}
+    for i, p in enumerate(picks):
+        ax = fig.add_subplot(len(picks), 1, i + 1)
+        items = sorted(((gain(r), d) for d, r in p.by_dataset.items()), key=lambda t: (-t[0], t[1]))
+        ys = [g for g, _ in items]
+        ax.bar(range(len(items)), ys, color=[group_colour(group_of(p.by_dataset[d])) for _, d in items])
+        mean = statistics.fmean(ys)
+        means[p.source] = mean
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(datasets)), datasets)
-        ax.set_ylabel(f"{SCORE_TITLES[score]} - zero-shot\n(points)")
+        ax.axhline(mean, color=source_colour(p.source), linestyle="--", linewidth=1.2)
+        ax.set_xticks(range(len(items)), [short_name(d) for _, d in items], rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, max(len(items), 2) - 0.4)
+        ax.set_ylabel("CLER - zero-shot\n(points)", fontsize=9)
+        ax.set_title(f"{p.label}, {p.shots} shots, CLIP {backbone(p.clip)}: mean {mean:+.2f} points over "
+                     f"{len(items)} dataset(s) (dashed)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=9)
-    fig.suptitle(title)
+        if i == 0:
+            seen = {group_of(r) for q in picks for r in q.by_dataset.values()}
+            group_legend(ax, [g for g in GROUPS if g in seen] + sorted(seen - set(GROUPS)))
     fig.tight_layout()
-    name = _save(fig, out_dir, "fig2_gain.png")
-    scores = " and ".join(SCORE_TITLES[s] for s in panels)
-    alt = f"Bar chart: {scores} minus zero-shot, in points, for {len(datasets)} dataset(s) and {len(series)} source/strategy series."
-    cap = f"Gain of {scores} over CLIP zero-shot per dataset; each bar is a source/strategy at its largest shot count."
-    out = [Plot("gain", title, name, alt, cap)]
-    if "linear_probe" not in panels:
-        out.append(Plot("gain", "Linear-probe gain over zero-shot", skipped="no linear_probe scores: run with metrics: [linear_probe]"))
-    return out
+    flag = any(p.untrained for p in picks)
+    name = save(fig, out_dir, "fig2_gain.png", flag)
+    summary = ", ".join(f"{s} {m:+.2f}" for s, m in means.items())
+    alt = (f"{len(picks)} bar chart(s), one per source: CLER minus zero-shot in points per dataset, sorted from the "
+           f"largest gain, bars coloured by concept group; dashed lines at each source's mean ({summary}).")
+    missing = [s for s in SOURCES if s not in means]
+    cap = (f"CLER gain over CLIP zero-shot per dataset, sorted, one panel per source (each at the shot count that covers "
+           f"the most datasets). Mean gain per source: {summary}.")
+    if missing:
+        cap += f" No {', '.join(missing)} records with CLER and zero-shot ({CONFIGS['fig2']} makes all three sources)."
+    return [Plot("gain", title, name, alt, caption_untrained(cap, flag), stats={"means": means})]
 
 
-def _cost_usd(rec: dict[str, Any]) -> float | None:
-    """Total USD of the external images behind a record: USD per image x images used (shots per class x classes)."""
+# --------------------------------------------------------------------------------------------- Fig. 3: shots, cost
+
+
+def _usd(rec: dict[str, Any]) -> float | None:
+    """USD of the external images behind a record: its USD per image x the images it used."""
     per = finite((rec.get("cost") or {}).get("usd_per_image"))
     n = rec.get("n_train")
     return None if per is None or not isinstance(n, int) else per * n
 
 
-def shot_curves(records: list[dict[str, Any]], out_dir: str, colours: dict[str, Any]) -> list[Plot]:
-    """Fig. 3: per dataset, score against shots (log x) per source/strategy, total cost on a second y axis."""
-    out = []
-    labels = series_labels(records)
-    for d in sorted({r["dataset"] for r in records}):
-        recs = [r for r in records if r["dataset"] == d]
-        title = f"Score against shots: {d}"
-        by_series: dict[str, list[dict[str, Any]]] = {}
-        for r in recs:
-            by_series.setdefault(labels[series_key(r)], []).append(r)
-        if not any(len({int(r["shots"]) for r in rs}) >= 2 for rs in by_series.values()):
-            out.append(Plot("shots", title, skipped=f"every series of {d} has a single shot count: give shots as a list, e.g. [1, 4, 16]"))
-            continue
-        panels = [s for s in ("cler", "linear_probe") if any(finite(r["scores"].get(s)) is not None for r in recs)]
-        if not panels:
-            out.append(Plot("shots", title, skipped=f"{d} has no CLER or linear-probe scores"))
-            continue
-        fig = _figure(5.2 * len(panels) + 1.5, 3.8)
-        any_cost = False
-        for p, score in enumerate(panels):
-            ax = fig.add_subplot(1, len(panels), p + 1)
-            cost_ax = ax.twinx()
-            for lab, rs in sorted(by_series.items()):
-                rs = sorted(rs, key=lambda r: int(r["shots"]))
-                pts = [(int(r["shots"]), finite(r["scores"].get(score))) for r in rs]
-                pts = [(x, y) for x, y in pts if y is not None]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", color=colours[lab], label=lab if p == 0 else None)
-                costs = [(int(r["shots"]), _cost_usd(r)) for r in rs]
-                costs = [(x, c) for x, c in costs if c is not None]
-                if costs:
-                    any_cost = True
-                    cost_ax.plot(*zip(*costs), linestyle="--", marker="x", alpha=0.6, color=colours[lab])
-            zs = [finite(r["scores"].get("zeroshot")) for r in recs]
-            zs = [z for z in zs if z is not None]
-            if zs:
-                ax.axhline(sum(zs) / len(zs), color="grey", linestyle=":", label="zero-shot" if p == 0 else None)
-            if any_cost and p == 0:  # one legend entry explains every dashed line
-                ax.plot([], [], color="grey", linestyle="--", marker="x", label="total cost, USD (right axis)")
-            ax.set_xscale("log")
-            ticks = sorted({int(r["shots"]) for r in recs})
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.minorticks_off()
-            ax.set_xlabel("shots per class (log)")
-            ax.set_ylabel(f"{SCORE_TITLES[score]} (%)")
-            cost_ax.set_ylabel("total cost, USD (dashed)")
-            ax.grid(alpha=0.3)
-        fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=9)
-        fig.suptitle(title)
-        fig.tight_layout()
-        name = _save(fig, out_dir, f"fig3_shots_{slug(d)}.png")
-        alt = (f"Line chart for {d}: {' and '.join(SCORE_TITLES[s] for s in panels)} in percent against shots per class on a "
-               f"log axis, one solid line per source/strategy" + (", dashed lines for total USD on the right axis." if any_cost else "."))
-        cap = (f"{d}: score against shots per class (log scale); dashed lines on the right axis are the total cost "
-               "(USD per image x images used). The dotted grey line is CLIP zero-shot.")
-        out.append(Plot("shots", title, name, alt, cap))
-    return out
+def dollars(usd: float) -> str:
+    return f"${usd:,.0f}" if usd >= 10 else f"${usd:.3g}"
 
 
-def _corr(xs: list[float], ys: list[float]) -> dict[str, Any] | None:
-    """Pearson/Spearman with bootstrap CIs, or None when it cannot be computed (module absent, n < 3, constant input)."""
-    if len(xs) < 3:
-        return None
-    try:
-        from genbench.metrics.correlation import correlate
-    except ImportError:
-        log.info("report: genbench.metrics.correlation not available; correlations shown as n/a")
-        return None
-    from genbench.errors import UsageError
-
-    try:
-        c = correlate(xs, ys, n_boot=500, seed=0)
-    except UsageError as e:
-        log.info("report: no correlation: %s", e)
-        return None
-    return c if math.isfinite(c["pearson"]) and math.isfinite(c["spearman"]) else None
+def _curve(p: Pick, group: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]], int]:
+    """(shots, mean CLER over the group's datasets), (shots, total USD of their images), datasets seen."""
+    by_shot: dict[int, list[dict[str, Any]]] = {}
+    for r in p.series_records:
+        if group_of(r) == group:
+            by_shot.setdefault(int(r["shots"]), []).append(r)
+    score = [(k, statistics.fmean(float(r["scores"]["cler"]) for r in rs)) for k, rs in sorted(by_shot.items())]
+    cost = []
+    for k, rs in sorted(by_shot.items()):
+        usd = [_usd(r) for r in rs]
+        if usd and all(u is not None for u in usd):
+            cost.append((k, sum(usd)))
+    return score, cost, len({r["dataset"] for rs in by_shot.values() for r in rs})
 
 
-def corr_text(c: dict[str, Any] | None, n: int) -> str:
-    if c is None:
-        return f"Pearson n/a, Spearman n/a (n={n})"
-    return f"Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f} (n={c['n']})"
-
-
-def corr_ci_text(c: dict[str, Any] | None) -> str:
-    if c is None:
-        return "Pearson n/a, Spearman n/a (needs 3 or more points that are not all equal)"
-    (plo, phi), (slo, shi) = c["pearson_ci"], c["spearman_ci"]
-    return f"Pearson {c['pearson']:.2f} [{plo:.2f}, {phi:.2f}], Spearman {c['spearman']:.2f} [{slo:.2f}, {shi:.2f}] (95% bootstrap CI, n={c['n']})"
-
-
-def _scatter_panel(ax, pts: list[tuple[float, float, str]], colours: dict[str, Any], label_points: bool) -> None:
-    for lab in sorted({p[2] for p in pts}):
-        sel = [(x, y) for x, y, pl in pts if pl == lab]
-        ax.scatter(*zip(*sel), color=colours.get(lab, "tab:blue"), label=lab if label_points else None, s=28, alpha=0.85)
-    ax.grid(alpha=0.3)
-
-
-def quality_scatter(records: list[dict[str, Any]], out_dir: str, colours: dict[str, Any]) -> list[Plot]:
-    """Fig. 4: CLER, CLIP score and Fréchet distance (x) against linear-probe accuracy (y), one point per record."""
-    title = "Data-quality measures against linear probe"
-    probe = [r for r in records if finite(r["scores"].get("linear_probe")) is not None]
-    if not probe:
-        return [Plot("quality", title, skipped="no linear_probe scores: run with metrics: [linear_probe]")]
-    labels = series_labels(records)
-    panels, skipped = [], []
-    for m in QUALITY_MEASURES:
-        pts = [(finite(r["scores"].get(m)), finite(r["scores"]["linear_probe"]), labels[series_key(r)]) for r in probe]
-        pts = [(x, y, lab) for x, y, lab in pts if x is not None]
-        if pts:
-            panels.append((m, pts))
-        elif m != "fid":  # Inception FID needs local Inception weights; its absence is normal, not worth a line
-            skipped.append(Plot("quality", f"{MEASURE_AXIS[m]} against linear probe",
-                                skipped=f"no record has both {m} and linear_probe: run with metrics: [{m}, linear_probe]"))
-    if not panels:
-        return skipped
-    fig = _figure(4.3 * len(panels) + 1.5, 4.0)
-    stats = {}
-    for i, (m, pts) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        _scatter_panel(ax, pts, colours, label_points=(i == 0))
-        c = _corr([p[0] for p in pts], [p[1] for p in pts])
-        stats[m] = {"n": len(pts), "correlation": c}
-        ax.set_title(f"{SCORE_TITLES[m]} vs linear probe\n{corr_text(c, len(pts))}", fontsize=9)
-        ax.set_xlabel(MEASURE_AXIS[m])
-        ax.set_ylabel("linear-probe score (%)")
-    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, fontsize=9)
+def fig3_shots(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 3: mean CLER against shots per concept group, one curve per source, total cost on a log right axis."""
+    title = "CLER and cost against shots per concept group (Fig. 3)"
+    picks = [p for p in (pick(records, s) for s in sources_of(records)) if p]
+    picks = [p for p in picks if len({int(r["shots"]) for r in p.series_records}) >= 2]
+    if not picks:
+        return [Plot("shots", title, skipped="no series has two or more shot counts: "
+                                             f"{CONFIGS['fig3']} sweeps shots 1 to 500")]
+    groups = [g for g in (*GROUPS, *sorted({group_of(r) for p in picks for r in p.series_records} - set(GROUPS)))
+              if any(group_of(r) == g for p in picks for r in p.series_records)]
+    fig = figure(4.4 * len(groups) + 1.8, 3.9)
+    per_image = {}
+    for i, g in enumerate(groups):
+        ax = fig.add_subplot(1, len(groups), i + 1)
+        cost_ax = ax.twinx()
+        cost_ax.set_yscale("log")
+        seen = 0
+        for p in picks:
+            score, cost, n = _curve(p, g)
+            seen = max(seen, n)
+            if score:
+                ax.plot(*zip(*score), marker="o", markersize=4, color=source_colour(p.source), label=p.label)
+            if cost:
+                cost_ax.plot(*zip(*cost), linestyle="--", linewidth=1, alpha=0.7, color=source_colour(p.source))
+                k, usd = cost[-1]
+                cost_ax.annotate(dollars(usd), (k, usd), fontsize=7, color=source_colour(p.source),
+                                 xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom")
+            usd_rates = [finite((r.get("cost") or {}).get("usd_per_image")) for r in p.series_records]
+            usd_rates = [u for u in usd_rates if u is not None]
+            if usd_rates:
+                per_image[p.source] = statistics.fmean(usd_rates)
+        zs = {r["dataset"]: finite(r["scores"].get("zeroshot")) for p in picks for r in p.series_records
+              if group_of(r) == g}
+        zs = [z for z in zs.values() if z is not None]
+        if zs:
+            ax.axhline(statistics.fmean(zs), color="grey", linestyle=":", label="zero-shot")
+        ax.set_xscale("log")
+        ticks = sorted({int(r["shots"]) for p in picks for r in p.series_records})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("shots per class (log)")
+        ax.set_ylabel(f"mean CLER over {seen} dataset(s) (%)")
+        cost_ax.set_ylabel("total USD of the images (dashed, log)")
+        ax.set_title(g, fontsize=10)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.plot([], [], color="grey", linestyle="--", label="total cost (right axis)")
+            handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=8)
     fig.tight_layout()
-    name = _save(fig, out_dir, "fig4_quality.png")
-    names = ", ".join(SCORE_TITLES[m] for m, _ in panels)
-    alt = f"Scatter plots of {names} (x) against linear-probe score (y), one point per result record, coloured by source/strategy."
-    cap = "; ".join(f"{SCORE_TITLES[m]}: {corr_ci_text(stats[m]['correlation'])}" for m, _ in panels)
-    return [Plot("quality", title, name, alt, cap, stats=stats), *skipped]
+    flag = any(p.untrained for p in picks)
+    name = save(fig, out_dir, "fig3_shots.png", flag)
+    rates = ", ".join(f"{s} {u:.2e}" for s, u in per_image.items())
+    alt = (f"{len(groups)} line chart(s), one per concept group: mean CLER against shots per class on a log axis, one "
+           f"solid line per source, and dashed lines for the total USD of the images on a log right axis.")
+    cap = (f"Mean CLER over each concept group's datasets against shots per class; dashed lines: what those images "
+           f"cost (USD per image x images, right axis), labelled at the largest shot count. USD per image: {rates or 'n/a'}."
+           " Dotted grey: CLIP zero-shot.")
+    missing = [s for s in SOURCES if s not in {p.source for p in picks}]
+    if missing:
+        cap += f" No shot sweep of {', '.join(missing)} ({CONFIGS['fig3']} sweeps all three)."
+    return [Plot("shots", title, name, alt, caption_untrained(cap, flag))]
 
 
-def mts_scatter(records: list[dict[str, Any]], out_dir: str, colours: dict[str, Any]) -> list[Plot]:
-    """Fig. 6: CLER gain over zero-shot (y) against mean text similarity of the retrieval queries (x)."""
-    title = "CLER gain against mean text similarity"
-    # Every point is retrieved data, so colour by dataset: MTS is a property of a dataset's class names (paper Fig. 6).
-    pts = [(finite(r.get("mts")), _gain(r, "cler"), r["dataset"]) for r in records]
-    pts = [(x, y, d) for x, y, d in pts if x is not None and y is not None]
-    if not pts:
-        return [Plot("mts", title, skipped="no record has mts with CLER and zero-shot scores: MTS comes from retrieved data")]
-    from matplotlib import colormaps
+# ------------------------------------------------------------------------------------------ Fig. 5: evaluation time
 
-    datasets = sorted({p[2] for p in pts})
-    cmap = colormaps["tab10" if len(datasets) <= 10 else "tab20"]
-    fig = _figure(6.5, 4.2)
+
+def fig5_eval_time(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 5: wall seconds of each metric's scorer per record (mean bar, min-max whiskers, log axis), over the records
+    that timed every metric when there are such records, so each bar measures the same workload."""
+    title = "Evaluation time per metric (Fig. 5)"
+    timed = [r for r in records if isinstance(r.get("eval_seconds"), dict) and r["eval_seconds"]]
+    names = {m for r in timed for m, s in r["eval_seconds"].items() if finite(s) is not None}
+    if not names:
+        return [Plot("eval_time", title, skipped=f"no record has eval_seconds (measured per metric since this "
+                                                 f"genbench): {CONFIGS['fig5']} produces them")]
+    metrics = [m for m in SCORE_COLUMNS if m in names] + sorted(names - set(SCORE_COLUMNS))
+    full = [r for r in timed if all(finite(r["eval_seconds"].get(m)) is not None for m in metrics)]
+    used = full or timed
+    per = {m: [max(float(r["eval_seconds"][m]), 1e-6) for r in used if finite(r["eval_seconds"].get(m)) is not None]
+           for m in metrics}
+    means = [statistics.fmean(per[m]) for m in metrics]
+    lows = [v - min(per[m]) for v, m in zip(means, metrics)]
+    highs = [max(per[m]) - v for v, m in zip(means, metrics)]
+    fig = figure(max(5.5, 1.1 * len(metrics) + 2.0), 3.8)
     ax = fig.add_subplot(1, 1, 1)
-    _scatter_panel(ax, pts, {d: cmap(i % cmap.N) for i, d in enumerate(datasets)}, label_points=True)
-    c = _corr([p[0] for p in pts], [p[1] for p in pts])
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_title(f"{title}\n{corr_text(c, len(pts))}", fontsize=10)
-    ax.set_xlabel("mean text similarity (MTS)")
-    ax.set_ylabel("CLER - zero-shot (points)")
-    ax.legend(loc="best", frameon=False, fontsize=9)
+    ax.bar(range(len(metrics)), means, yerr=[lows, highs], capsize=4, color="#4477aa")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(metrics)), [f"{SCORE_TITLES.get(m, m)}\n{v:.3g} s" for m, v in zip(metrics, means)],
+                  fontsize=8)
+    ax.set_ylabel("seconds per record (log)")
+    which = "that timed every metric" if full else "(each metric over the records that timed it)"
+    ax.set_title(f"{title}\nmean over {len(used)} record(s) {which}; whiskers: min and max", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    name = _save(fig, out_dir, "fig6_mts.png")
-    alt = (f"Scatter plot of CLER gain over zero-shot (y) against mean text similarity (x) for {len(pts)} record(s), "
-           "coloured by dataset.")
-    return [Plot("mts", title, name, alt, f"CLER gain vs MTS: {corr_ci_text(c)}", stats={"n": len(pts), "correlation": c})]
+    flag = any(untrained(r) for r in used)
+    name = save(fig, out_dir, "fig5_eval_time.png", flag)
+    summary = ", ".join(f"{SCORE_TITLES.get(m, m)} {v:.3g} s" for m, v in zip(metrics, means))
+    alt = f"Bar chart on a log axis: mean wall seconds per result record of each metric ({summary})."
+    cap = (f"Wall seconds of each metric's scorer per result record, timed where the run scored (mean over "
+           f"{len(used)} record(s) {which}, whiskers min to max): {summary}. The test split's embeddings and the class "
+           "sums exist before any metric starts; the external embeddings are read by the first metric that needs them.")
+    return [Plot("eval_time", title, name, alt, caption_untrained(cap, flag),
+                 stats={"seconds": dict(zip(metrics, means)), "n": len(used)})]

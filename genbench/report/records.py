@@ -13,7 +13,8 @@ UNTRAINED_NOTICE = (
     "NOTE: untrained models were used (tiny or random weights, built offline: {what}). These numbers prove the "
     "plumbing, not the science: do not compare them with the paper."
 )
-COST_FIELDS = ("device", "device_seconds", "gpu_seconds", "cpu_seconds", "usd_per_image")
+COST_FIELDS = ("device", "device_seconds", "gpu_seconds", "cpu_seconds", "query_cpu_seconds", "fetch_cpu_seconds",
+               "images", "usd_per_image", "usd_per_image_spot", "priced_by", "labelling_usd_per_image")
 
 
 def untrained(record: dict[str, Any]) -> bool:
@@ -36,10 +37,11 @@ def build_record(
     n_test: int,
     scores: dict[str, float],
     manifest: dict[str, Any],
+    eval_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A results.json record. ``job``: the collection's identity (source, variant, run_seed, options) plus its
     ``collection`` URI; ``manifest``: what the collection's manifest holds beyond its shards (cost, untrained
-    models, retrieval's MTS)."""
+    models, retrieval's MTS); ``eval_seconds``: wall seconds per metric (``genbench.engine.scoring.timed_scores``)."""
     options = job.get("options", {})
     made_by_untrained = manifest.get("untrained_models")
     if made_by_untrained is None:  # a manifest written before the list was kept
@@ -67,6 +69,8 @@ def build_record(
         "scores": dict(scores),
         "cost": {k: cost.get(k) for k in COST_FIELDS},
     }
+    if eval_seconds is not None:
+        record["eval_seconds"] = {k: float(v) for k, v in eval_seconds.items()}
     if "mts" in manifest:
         record["mts"] = manifest["mts"]
     return record
@@ -79,8 +83,8 @@ def notice(records: list[dict[str, Any]]) -> str | None:
 
 
 def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
-    """The run's report.md: its table, the untrained notice and the paper's cost table for comparison."""
-    from genbench.cost import PAPER_NOTE, PAPER_USD_PER_IMAGE
+    """The run's report.md: its table, the untrained notice and our cost per image beside the paper's Tables 1 and 5."""
+    from genbench.report.costs import cost_blocks
     from genbench.report.document import Heading, Notice, Para, Simple
     from genbench.report.tables import table_rows
 
@@ -92,11 +96,7 @@ def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
     blocks += [
         Para("Scores are percentages of each dataset's own metric on its real test split."),
         Simple(header, rows),
-        Heading(2, "Cost per image"),
-        Para("Ours is measured GPU-seconds at the GPU instance's price plus CPU-seconds at the CPU instance's price "
-             "(see the run's pricing). The paper's Table 1 for comparison:"),
-        Simple(["source", "USD per image (paper, Table 1)"], [[k, f"{v:.3g}"] for k, v in PAPER_USD_PER_IMAGE.items()]),
-        Para(PAPER_NOTE),
+        *cost_blocks(records, per_collection=False),
     ]
     return blocks
 

@@ -48,8 +48,11 @@ def series_labels(records: list[dict[str, Any]]) -> dict[tuple, str]:
     to tell two series apart."""
     keys = list(dict.fromkeys(series_key(r) for r in records))
 
+    from genbench.models.refs import generator_slug
+
     def base(k: tuple) -> str:
-        detail = "/".join(str(p) for p in (k[1], k[2]) if p)
+        # a hub id is long; its short name (sd21-base) is what the variant directories use too
+        detail = "/".join(str(p) for p in (generator_slug(k[1]) if k[1] else None, k[2]) if p)
         return f"{k[0]} {detail}".strip()
 
     labels = {k: base(k) for k in keys}

@@ -80,19 +80,27 @@ def sidecar_class_sums(
 def read_samples(store: Store, shard: str) -> list[Sample]:
     """The samples of ``shard``.tar as written (image bytes untouched), parsed by webdataset's tar iterators from the
     store's own file object (so any fsspec filesystem works)."""
+    return list(_samples(store, shard))
+
+
+def read_selected(store: Store, shard: str, keys: set[str]) -> dict[str, Sample]:
+    """The samples of ``shard``.tar whose keys are in ``keys``, by key: the tar is streamed once and only those are
+    kept (what RA reads of a retrieved shard)."""
+    return {s.key: s for s in _samples(store, shard) if s.key in keys}
+
+
+def _samples(store: Store, shard: str) -> Iterator[Sample]:
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-    out = []
     with store.open(f"{shard}.tar") as f:
-        samples = list(group_by_keys({**item, "__url__": shard} for item in tar_file_iterator(f)))
-    for s in samples:
-        ext = next((e for e in IMAGE_FORMATS if e in s), None)
-        if ext is None:
-            raise ValueError(f"{store.url(shard + '.tar')}: sample {s['__key__']} holds no image")
-        cls, shot = parse_key(s["__key__"])
-        meta = {k: v for k, v in json.loads(s["json"]).items() if k not in ("key", "cls", "shot")} if "json" in s else {}
-        out.append(Sample(cls, shot, s[ext], ext, meta))
-    return out
+        for s in group_by_keys({**item, "__url__": shard} for item in tar_file_iterator(f)):
+            ext = next((e for e in IMAGE_FORMATS if e in s), None)
+            if ext is None:
+                raise ValueError(f"{store.url(shard + '.tar')}: sample {s['__key__']} holds no image")
+            cls, shot = parse_key(s["__key__"])
+            meta = ({k: v for k, v in json.loads(s["json"]).items() if k not in ("key", "cls", "shot")}
+                    if "json" in s else {})
+            yield Sample(cls, shot, s[ext], ext, meta)
 
 
 def iter_images(store: Store, shards: list[str], shots: int | None = None) -> Iterator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ from genbench.errors import UsageError
 from genbench.models import refs
 from genbench.prompts import (
     CE_DEFAULT_REF,
+    EMPHASIS_MODES,
     STRATEGIES,
     make_prompt,
     parse_strategy,
@@ -19,7 +21,17 @@ from genbench.prompts import (
 )
 from genbench.seeds import sample_seed
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
-from genbench.sources.base import CheckContext, ShardSamples, Source, SourceSpec, option
+from genbench.sources import augment
+from genbench.sources.base import (
+    CheckContext,
+    PlanContext,
+    ShardSamples,
+    SlotPlan,
+    Source,
+    SourceSpec,
+    option,
+)
+from genbench.sources.links import Upstream
 
 
 def _strategy_list(value: Any, where: str) -> tuple[str, ...]:
@@ -56,6 +68,24 @@ def _is(strategy: str) -> Callable[["GeneratedSpec"], bool]:
     return lambda spec: spec.strategy == strategy
 
 
+def _has(part: str) -> Callable[["GeneratedSpec"], bool]:
+    return lambda spec: spec.strategy is not None and part in spec.strategy.split("+")
+
+
+def _ra_img2img(spec: "GeneratedSpec") -> bool:
+    return spec.strategy == "ra" and not spec.ra_ip_adapter
+
+
+def _ra_ip(spec: "GeneratedSpec") -> bool:
+    return spec.strategy == "ra" and bool(spec.ra_ip_adapter)
+
+
+# Strategies whose prompts changed when they were aligned with the paper's Table 6 (ST was "a photo of a {}.", RD
+# "((class)), ...", NP the ST prompt, CE always named the class): their collections record the prompt set, so a
+# collection made with the earlier prompts is refused instead of being extended with different ones.
+_TABLE6_CHANGED = ("st", "ce", "rd", "np", "np+rd")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GeneratedSpec(SourceSpec):
     """A text-to-image generator under one or more prompt strategies; each strategy makes its own collection."""
@@ -78,6 +108,26 @@ class GeneratedSpec(SourceSpec):
                            token="ce-{}", always=True, when=_is("ce"))
     tig_strength: float = option(0.75, validate.nums(0.0, 1.0, lo_open=True), token="tig{}", always=True, when=_is("tig"))
     tig_shots: int = option(16, validate.ints(1, 1_000_000), token="tigk{}", always=True, when=_is("tig"))
+    emphasis: str = option("weighted", validate.one_of(*EMPHASIS_MODES), token="emph-{}", when=_has("rd"),
+                           help="RD's (( )) marks: real prompt weighting, or 'literal' text")
+    ce_prepend: bool = option(False, validate.flags(), token="ce-prepend", when=_is("ce"))
+    prompts: str = option("table6", validate.one_of("table6"), token="", always=True,
+                          when=lambda spec: spec.strategy in _TABLE6_CHANGED)
+    # RA (retrieval-augmented): img2img from a retrieved image of the class, or, with IP-Adapter weights, that image as
+    # the IP-Adapter's image prompt. The retrieved collection is the dataset's retrieved source (``ra_from`` picks
+    # one of several); the planner records its identity (ra_retrieved*) and location (ra_uri).
+    ra_strength: float = option(0.75, validate.nums(0.0, 1.0, lo_open=True), token="ra{}", always=True,
+                                when=_ra_img2img)
+    ra_shots: int = option(16, validate.ints(1, 1_000_000), token="rak{}", always=True, when=_is("ra"),
+                           help="RA starts from one of each class's first ra_shots retrieved images")
+    ra_from: int | str | None = option(None, augment.parse_ra_from, identity=False)
+    ra_ip_adapter: str | None = option(None, validate.texts("a local IP-Adapter weights file (.safetensors)"),
+                                       identity=False)
+    ra_ip_scale: float = option(0.5, validate.nums(0.0, 10.0), token="ipscale{}", always=True, when=_ra_ip)
+    ra_ip_adapter_id: str = option("", token="ipa-{}", internal=True, when=_ra_ip)
+    ra_retrieved: str = option("", token="from-{}", internal=True, when=_is("ra"))
+    ra_retrieved_name: str = option("", token="", internal=True, when=_is("ra"))
+    ra_uri: str = option("", identity=False, internal=True)
 
     @property
     def strategy(self) -> str | None:
@@ -96,14 +146,19 @@ class GeneratedSpec(SourceSpec):
     def identity_options(self) -> dict[str, Any]:
         return {**super().identity_options(), "strategy": self.strategy}
 
+    def uses(self, strategy: str) -> bool:
+        """Whether any dataset's collections use ``strategy``."""
+        return strategy in self.strategies or any(strategy in s for _, s in self.per_dataset)
+
     def validate(self, where: str, datasets: tuple[str, ...]) -> None:
         for ds, _ in self.per_dataset:
             if ds not in datasets:
                 raise UsageError(f"{where}.per_dataset.{ds}", ds, "a dataset listed in 'datasets'")
-        uses_tig = "tig" in self.strategies or any("tig" in s for _, s in self.per_dataset)
-        if uses_tig and int(self.steps * self.tig_strength) < 1:
-            # img2img runs only the last steps * strength steps: zero of them is an empty run.
+        # img2img runs only the last steps * strength steps: zero of them is an empty run.
+        if self.uses("tig") and int(self.steps * self.tig_strength) < 1:
             raise UsageError(f"{where}.tig_strength", self.tig_strength, f"at least 1/steps = {1 / self.steps:.3g}")
+        if self.uses("ra") and not self.ra_ip_adapter and int(self.steps * self.ra_strength) < 1:
+            raise UsageError(f"{where}.ra_strength", self.ra_strength, f"at least 1/steps = {1 / self.steps:.3g}")
 
 
 class GeneratedSource(Source):
@@ -112,6 +167,27 @@ class GeneratedSource(Source):
 
     def check(self, spec: GeneratedSpec, where: str, ctx: CheckContext) -> None:
         refs.check_generator(spec.generator, f"{where}.generator")
+        if spec.ra_ip_adapter and spec.uses("ra"):
+            augment.check_ip_adapter(spec.ra_ip_adapter, f"{where}.ra_ip_adapter")
+
+    def resolve(self, spec: GeneratedSpec, ctx: CheckContext) -> GeneratedSpec:
+        if spec.strategy == "ra" and spec.ra_ip_adapter:
+            # Workers may run elsewhere: an absolute path; the identity is the weights' digest, not where they lie.
+            path = os.path.abspath(spec.ra_ip_adapter)
+            augment.check_ip_adapter(path, "ra_ip_adapter")  # check() names the entry; the planner may come first
+            return replace(spec, ra_ip_adapter=path, ra_ip_adapter_id=augment.ip_adapter_id(path))
+        return spec
+
+    def link(self, spec: GeneratedSpec, entry_spec: GeneratedSpec, where: str, dataset: str,
+             upstream: list[Upstream]) -> tuple[GeneratedSpec, tuple[str, ...]]:
+        """RA reads a retrieved collection of the run (:func:`genbench.sources.augment.link_ra`); others read none."""
+        if spec.strategy != "ra":
+            return spec, ()
+        return augment.link_ra(spec, entry_spec, where, dataset, upstream)
+
+    def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],
+                   ctx: PlanContext) -> SlotPlan:
+        return augment.plan_ra(job, pending, done) if job.spec.strategy == "ra" else SlotPlan(pending)
 
     def needs_train_split(self, spec: GeneratedSpec) -> bool:
         return spec.strategy == "tig"  # img2img starts from k-shot originals
@@ -122,7 +198,9 @@ class GeneratedSource(Source):
 
     def _generator(self, job: Any, resources: Any) -> Any:
         spec = job.spec
-        return resources.generator(spec.generator, spec.dtype, spec.scheduler, spec.compile, job.cache_dir)
+        ip_adapter = spec.ra_ip_adapter if spec.strategy == "ra" else None
+        return resources.generator(spec.generator, spec.dtype, spec.scheduler, spec.compile, job.cache_dir,
+                                   ip_adapter=ip_adapter)
 
     def warm(self, job: Any, resources: Any) -> None:
         self._generator(job, resources)
@@ -136,9 +214,18 @@ class GeneratedSource(Source):
 
         job, spec = task.job, task.job.spec
         enhancer = resources.enhancer(spec.ce_model, job.cache_dir) if spec.strategy == "ce" else None
-        init = _tig_init(job, resources) if spec.strategy == "tig" else None
-        return generate_samples(self._generator(job, resources), get_dataset(job.dataset), task.members(),
-                                job.run_seed, spec, enhancer=enhancer, init_image=init)
+        init: InitImage | None = None
+        missing: list[tuple[int, int]] = []  # RA slots whose class has no retrieved image
+        if spec.strategy == "tig":
+            init = _tig_init(job, resources)
+        elif spec.strategy == "ra":
+            init, missing = augment.ra_starts(task)
+        gone = set(missing)
+        members = [m for m in task.members() if m not in gone]
+        out = generate_samples(self._generator(job, resources), get_dataset(job.dataset), members, job.run_seed,
+                               spec, enhancer=enhancer, init_image=init)
+        augment.skip_missing(out, missing, spec)
+        return out
 
 
 def _tig_init(job: Any, resources: Any) -> Callable[[int, int], Image.Image]:
@@ -157,36 +244,48 @@ def _tig_init(job: Any, resources: Any) -> Callable[[int, int], Image.Image]:
     return init_image
 
 
+InitImage = Callable[[int, int], "Image.Image | tuple[Image.Image, dict[str, Any]]"]
+
+
 def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], run_seed: int, options: GeneratedSpec,
-                     enhancer: Any = None, init_image: Callable[[int, int], Image.Image] | None = None) -> ShardSamples:
+                     enhancer: Any = None, init_image: InitImage | None = None) -> ShardSamples:
     """Generate the samples of ``members`` in micro-batches of ``options.batch_size``.
 
     The batches depend only on the shard's slots, never on the worker, so a retried shard is made the same way.
-    ``init_image(cls, shot)`` supplies the original image that initialises a sample (TIG), else None; a slot whose
-    original cannot be read is skipped (counted, logged, in the shortfall).
+    ``init_image(cls, shot)`` supplies the image a sample starts from (TIG: an original; RA: a retrieved image, with
+    the json fields that name it), else None; a slot whose image cannot be read is skipped (counted, logged, in the
+    shortfall). RA with IP-Adapter weights uses it as the image prompt instead of the img2img start.
     """
     strategy = options.strategy
     out = ShardSamples([])
     inits: dict[tuple[int, int], Image.Image] = {}
+    named: dict[tuple[int, int], dict[str, Any]] = {}
     if init_image is not None:
         for slot in members:
             try:
-                inits[slot] = init_image(*slot)
-            except Exception as exc:  # an unreadable original
-                out.skip(slot, f"the original image initialising {slot}", exc)
+                got = init_image(*slot)
+            except Exception as exc:  # an unreadable original or retrieved image
+                out.skip(slot, f"the {'retrieved' if strategy == 'ra' else 'original'} image initialising {slot}", exc)
+                continue
+            inits[slot], named[slot] = got if isinstance(got, tuple) else (got, {})
         members = [m for m in members if m in inits]
     samples = out.samples
     for start in range(0, len(members), options.batch_size):
         chunk = members[start : start + options.batch_size]
-        prompts = [make_prompt(strategy, spec, c, k, run_seed, enhancer=enhancer) for c, k in chunk]
+        prompts = [make_prompt(strategy, spec, c, k, run_seed, enhancer=enhancer, emphasis=options.emphasis,
+                               ce_prepend=options.ce_prepend) for c, k in chunk]
         seeds = [sample_seed(run_seed, spec.name, c, k) for c, k in chunk]
         kwargs: dict[str, Any] = {}
-        if "rd" in strategy.split("+"):
-            # RD's "((class))" is real prompt weighting, applied to the text encoder's output (genbench.prompts.weighting).
+        if "rd" in strategy.split("+") and options.emphasis == "weighted":
+            # RD's "((sharp focus))" marks are real prompt weighting, applied to the text encoder's output
+            # (genbench.prompts.weighting); "literal" sends them as text.
             kwargs["weighted"] = True
-        if init_image is not None:
+        if init_image is not None and _ra_ip(options):
+            kwargs["ip_adapter_images"] = [inits[m] for m in chunk]
+            kwargs["ip_adapter_scale"] = options.ra_ip_scale
+        elif init_image is not None:
             kwargs["init_images"] = [inits[m] for m in chunk]
-            kwargs["strength"] = options.tig_strength
+            kwargs["strength"] = options.ra_strength if strategy == "ra" else options.tig_strength
         images = generator.generate([p.text for p in prompts], [p.negative for p in prompts], seeds,
                                     steps=options.steps, guidance_scale=options.guidance_scale,
                                     height=options.resolution, width=options.resolution, **kwargs)
@@ -202,6 +301,7 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
                 "seed": seed,
                 "generator": options.generator,
                 "strategy": strategy,
+                **named.get((cls, shot), {}),
             }
             samples.append(Sample(cls, shot, encode_image(image, options.image_format, options.jpeg_quality),
                                   options.image_format, meta))

@@ -59,16 +59,20 @@ class Resources:
 
         return self.cached(("clip", ref), make)
 
-    def generator(self, ref: str, dtype: str | None, scheduler: str, compile: bool, cache_dir: str | None) -> Any:
-        """A :class:`genbench.models.generator.ImageGenerator`."""
+    def generator(self, ref: str, dtype: str | None, scheduler: str, compile: bool, cache_dir: str | None,
+                  ip_adapter: str | None = None) -> Any:
+        """A :class:`genbench.models.generator.ImageGenerator`; with ``ip_adapter`` (a weights file) a pipeline of its
+        own that takes image prompts (an IP-Adapter changes the UNet's attention, so it is never shared with plain
+        text-to-image)."""
 
         def make() -> Any:
             from genbench.models.generator import load_generator
 
             return load_generator(ref, device=self.device, dtype=dtype, cache_dir=cache_dir, scheduler=scheduler,
-                                  compile=compile)
+                                  compile=compile, ip_adapter=ip_adapter)
 
-        return self.cached(("generator", ref, dtype, scheduler, compile), make)
+        key = ("generator", ref, dtype, scheduler, compile) + ((ip_adapter,) if ip_adapter else ())
+        return self.cached(key, make)
 
     def enhancer(self, ref: str, cache_dir: str | None) -> Any:
         """A :class:`genbench.prompts.enhance.CategoryEnhancer` (the CE strategy's T5 model)."""

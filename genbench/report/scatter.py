@@ -1,0 +1,220 @@
+"""The paper's correlation figures: one point per dataset, Pearson r with a bootstrap CI per panel.
+
+Fig. 4: CLER, CLIP score and FID against linear probe (generated data, one shot count, small datasets left out);
+Fig. 6: generated data's CLER gain against the dataset's MTS (from its retrieved collection); Fig. 9: CLER against
+linear probe for original and retrieved data; Fig. 11: the same for generated data under each CLIP backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genbench.report.document import Plot
+from genbench.report.paper import (BACKBONE_ORDER, CONFIGS, FIG4_LEFT_OUT, FIG4_SHOTS, FIG9_SHOTS, FIG11_SHOTS, GROUPS,
+                                   TABLE2_SHOTS, backbone, group_of, short_name)
+from genbench.report.plots import caption_untrained, figure, group_colour, group_legend, save
+from genbench.report.select import Pick, gain, mts_by_dataset, pick
+from genbench.report.tables import SCORE_TITLES, finite
+
+log = logging.getLogger(__name__)
+
+N_BOOT = 1000
+AXIS = {
+    "cler": "CLER (%)",
+    "clip_score": "CLIP score (100 x cos)",
+    "fd_clip": "Fréchet distance, CLIP features",
+    "fid": "FID (Inception)",
+    "linear_probe": "linear probe (%)",
+}
+
+
+@dataclass
+class Panel:
+    title: str
+    xlabel: str
+    points: list[tuple[float, float, str]]  # (x, y, dataset)
+
+
+def correlation(xs: list[float], ys: list[float]) -> dict[str, Any] | None:
+    """Pearson/Spearman with 95% bootstrap CIs, or None when undefined (n < 3, a constant variable)."""
+    if len(xs) < 3:
+        return None
+    from genbench.errors import UsageError
+    from genbench.metrics.correlation import correlate
+
+    try:
+        c = correlate(xs, ys, n_boot=N_BOOT, seed=0)
+    except UsageError as e:
+        log.info("report: no correlation: %s", e)
+        return None
+    return c if math.isfinite(c["pearson"]) and math.isfinite(c["spearman"]) else None
+
+
+def r_text(c: dict[str, Any] | None, n: int) -> str:
+    if c is None:
+        return f"r n/a (n={n}: needs 3 or more points that are not all equal)"
+    lo, hi = c["pearson_ci"]
+    return f"r = {c['pearson']:.2f} [{lo:.2f}, {hi:.2f}], n={c['n']}"
+
+
+def corr_ci_text(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "Pearson n/a, Spearman n/a (needs 3 or more points that are not all equal)"
+    (plo, phi), (slo, shi) = c["pearson_ci"], c["spearman_ci"]
+    return (f"Pearson {c['pearson']:.2f} [{plo:.2f}, {phi:.2f}], Spearman {c['spearman']:.2f} [{slo:.2f}, {shi:.2f}] "
+            f"(95% bootstrap CI, n={c['n']})")
+
+
+def _draw(panels: list[Panel], ylabel: str, out_dir: str, name: str, suptitle: str, flag: bool,
+          zero_line: bool = False) -> tuple[str, dict[str, Any]]:
+    fig = figure(4.0 * len(panels) + 0.6, 4.1)
+    stats = {}
+    groups_seen: set[str] = set()
+    for i, p in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        xs, ys = [x for x, _, _ in p.points], [y for _, y, _ in p.points]
+        groups = [group_of(d) for _, _, d in p.points]
+        groups_seen |= set(groups)
+        ax.scatter(xs, ys, c=[group_colour(g) for g in groups], s=30, alpha=0.9, edgecolors="white", linewidths=0.5)
+        for x, y, d in p.points:
+            ax.annotate(short_name(d), (x, y), xytext=(3, 2), textcoords="offset points", fontsize=6, color="#333")
+        c = correlation(xs, ys)
+        stats[p.title] = {"n": len(xs), "correlation": c}
+        if c is not None:  # least-squares line: the trend the coefficient summarises
+            slope, icept = np.polyfit(xs, ys, 1)
+            lo, hi = min(xs), max(xs)
+            ax.plot([lo, hi], [slope * lo + icept, slope * hi + icept], color="#444", linewidth=0.8, alpha=0.6)
+        if zero_line:
+            ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(f"{p.title}\n{r_text(c, len(xs))}", fontsize=9)
+        ax.set_xlabel(p.xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    group_legend(fig, [g for g in (*GROUPS, *sorted(groups_seen - set(GROUPS))) if g in groups_seen], below=True)
+    return save(fig, out_dir, name, flag), stats
+
+
+def _points(p: Pick, x: str, y: str, leave_out: tuple[str, ...] = ()) -> list[tuple[float, float, str]]:
+    out = []
+    for d, r in sorted(p.by_dataset.items()):
+        xv, yv = finite(r["scores"].get(x)), finite(r["scores"].get(y))
+        if d not in leave_out and xv is not None and yv is not None:
+            out.append((xv, yv, d))
+    return out
+
+
+def _captions(stats: dict[str, Any]) -> str:
+    return "; ".join(f"{title}: {corr_ci_text(s['correlation'])}" for title, s in stats.items())
+
+
+def fig4_quality(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 4: CLER, CLIP score and FID (x) against linear probe (y) for generated data at one shot count."""
+    title = "Data-quality measures against linear probe (Fig. 4)"
+    p = pick(records, "generated", prefer_shots=(FIG4_SHOTS,), needs=("linear_probe",))
+    if p is None:
+        return [Plot("quality", title, skipped="no generated record with a linear-probe score: "
+                                               f"{CONFIGS['fig4']} produces them")]
+    fid = "fid" if any(finite(r["scores"].get("fid")) is not None for r in p.by_dataset.values()) else "fd_clip"
+    panels, missing = [], []
+    for m in ("cler", "clip_score", fid):
+        pts = _points(p, m, "linear_probe", FIG4_LEFT_OUT)
+        if pts:
+            panels.append(Panel(f"{SCORE_TITLES[m]} vs linear probe", AXIS[m], pts))
+        else:
+            missing.append(m)
+    if not panels:
+        return [Plot("quality", title, skipped=f"the generated records with a linear probe have none of CLER, CLIP "
+                                               f"score, FID: {CONFIGS['fig4']} scores all of them")]
+    left = sorted(set(FIG4_LEFT_OUT) & set(p.by_dataset))
+    name, stats = _draw(panels, AXIS["linear_probe"], out_dir, "fig4_quality.png",
+                        f"{p.label}, {p.shots} shots, CLIP {backbone(p.clip)}", p.untrained)
+    drawn = ", ".join(SCORE_TITLES[m] for m in ("cler", "clip_score", fid) if m not in missing)
+    alt = (f"{len(panels)} scatter plot(s): {drawn} (x) against linear-probe score (y), one point per dataset, "
+           "coloured by concept group.")
+    cap = (f"{_captions(stats)}. Left out as in the paper, the four datasets Table 4 lists with 2 classes: "
+           f"{', '.join(map(short_name, FIG4_LEFT_OUT))}{f' ({len(left)} present here)' if left else ''}.")
+    if missing:
+        cap += f" Not drawn: {', '.join(missing)} (no scores; {CONFIGS['fig4']} computes them)."
+    return [Plot("quality", title, name, alt, caption_untrained(cap, p.untrained), stats=stats)]
+
+
+def fig6_mts(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 6: generated data's CLER gain over zero-shot (y) against each dataset's MTS from its retrieval (x)."""
+    title = "Generated data's CLER gain against mean text similarity (Fig. 6)"
+    p = pick(records, "generated", prefer_shots=(TABLE2_SHOTS,), needs=("cler", "zeroshot"))
+    mts = mts_by_dataset(records)
+    if p is None:
+        return [Plot("mts", title, skipped="no generated record with CLER and zero-shot scores: "
+                                           f"{CONFIGS['fig6']} produces them")]
+    if not mts:
+        return [Plot("mts", title, skipped="no retrieved record carries an MTS (it comes from each dataset's "
+                                           f"retrieval): {CONFIGS['fig6']} retrieves for every dataset")]
+    pts = [(mts[d], gain(r), d) for d, r in sorted(p.by_dataset.items()) if d in mts]
+    if not pts:
+        return [Plot("mts", title, skipped="no dataset has both a generated record and a retrieved MTS: "
+                                           f"{CONFIGS['fig6']} makes both")]
+    name, stats = _draw([Panel("CLER gain vs MTS", "mean text similarity (MTS) of the dataset's retrieval", pts)],
+                        "CLER - zero-shot (points)", out_dir, "fig6_mts.png",
+                        f"{p.label}, {p.shots} shots, CLIP {backbone(p.clip)}", p.untrained, zero_line=True)
+    alt = (f"Scatter plot: generated data's CLER gain over zero-shot (y) against the dataset's MTS (x), "
+           f"{len(pts)} dataset(s), coloured by concept group.")
+    no_mts = sorted(set(p.by_dataset) - set(mts))
+    cap = f"CLER gain vs MTS: {corr_ci_text(stats['CLER gain vs MTS']['correlation'])}."
+    if no_mts:
+        cap += f" No MTS for: {', '.join(map(short_name, no_mts))} ({CONFIGS['fig6']} retrieves for them)."
+    return [Plot("mts", title, name, alt, caption_untrained(cap, p.untrained), stats=stats["CLER gain vs MTS"])]
+
+
+def fig9_real(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 9: CLER (x) against linear probe (y) for 5-shot original and retrieved data."""
+    title = "CLER against linear probe for original and retrieved data (Fig. 9)"
+    picks = [p for p in (pick(records, s, prefer_shots=(FIG9_SHOTS,), needs=("linear_probe",))
+                         for s in ("original", "retrieved")) if p]
+    panels = [Panel(f"{p.label}, {p.shots} shots", AXIS["cler"], _points(p, "cler", "linear_probe")) for p in picks]
+    panels = [pn for pn in panels if pn.points]
+    if not panels:
+        return [Plot("fig9", title, skipped="no original or retrieved record with CLER and linear-probe scores: "
+                                            f"{CONFIGS['fig9']} produces them")]
+    flag = any(p.untrained for p in picks)
+    name, stats = _draw(panels, AXIS["linear_probe"], out_dir, "fig9_real.png",
+                        f"CLIP {backbone(picks[0].clip)}", flag)
+    alt = (f"{len(panels)} scatter plot(s): CLER (x) against linear probe (y), one point per dataset, for "
+           f"{', '.join(p.title for p in panels)}.")
+    cap = _captions(stats) + "."
+    missing = [s for s in ("original", "retrieved") if s not in {p.source for p in picks}]
+    if missing:
+        cap += f" No {' or '.join(missing)} records with a linear probe ({CONFIGS['fig9']} makes both)."
+    return [Plot("fig9", title, name, alt, caption_untrained(cap, flag), stats=stats)]
+
+
+def _backbone_order(clip: str) -> tuple:
+    arch = backbone(clip)
+    return (BACKBONE_ORDER.index(arch) if arch in BACKBONE_ORDER else len(BACKBONE_ORDER), clip)
+
+
+def fig11_backbones(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 11: CLER (x) against linear probe (y) for 5-shot generated data, one panel per CLIP backbone."""
+    title = "CLER against linear probe per CLIP backbone (Fig. 11)"
+    clips = sorted({str(r.get("clip")) for r in records if r.get("source") == "generated"
+                    and finite(r["scores"].get("linear_probe")) is not None}, key=_backbone_order)
+    if len(clips) < 2:
+        return [Plot("fig11", title, skipped=f"generated records with a linear probe from {len(clips)} CLIP backbone(s); "
+                                             f"needs 2 or more: {CONFIGS['fig11']} score them with RN50, ViT-B/32, "
+                                             "ViT-B/16 and ViT-L/14")]
+    picks = [p for p in (pick(records, "generated", prefer_shots=(FIG11_SHOTS,), clip=c, needs=("linear_probe",))
+                         for c in clips) if p]
+    panels = [Panel(f"{backbone(p.clip)} ({p.label}, {p.shots} shots)", AXIS["cler"], _points(p, "cler", "linear_probe"))
+              for p in picks]
+    flag = any(p.untrained for p in picks)
+    name, stats = _draw(panels, AXIS["linear_probe"], out_dir, "fig11_backbones.png",
+                        "generated data under each CLIP backbone", flag)
+    alt = (f"{len(panels)} scatter plots, one per CLIP backbone ({', '.join(backbone(p.clip) for p in picks)}): "
+           "CLER (x) against linear probe (y), one point per dataset.")
+    return [Plot("fig11", title, name, alt, caption_untrained(_captions(stats) + ".", flag), stats=stats)]
