@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench browser-check clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,17 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/genbench run $(CONFIG) --out $(OUT)
 
+# Two processes, whole files each (module fixtures stay in one process): most tests wait on Ray start-up,
+# subprocesses and loopback servers, so two of them share the 2-core machine well.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) -m pytest -q -m benchmark
+
+# The report as a reader sees it, in headless Chromium (Debian: apt-get install -y chromium); not part of `make test`.
+browser-check: setup
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
