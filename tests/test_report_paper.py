@@ -249,3 +249,31 @@ def test_timed_scores_match_score_all_and_time_each_metric():
     rec = build_record(dataset=spec, job={"source": "generated"}, shots=3, clip="tiny", n_train=30, n_test=60,
                        scores=scores, manifest={}, eval_seconds=seconds)
     assert rec["eval_seconds"] == seconds
+
+
+def test_mts_comes_from_the_retrieval_with_the_same_clip_whatever_the_order():
+    from genbench.report.select import mts_by_dataset
+
+    recs = [{"dataset": "eurosat", "source": "retrieved", "clip": "RN50:openai", "collection": "a", "mts": 0.5},
+            {"dataset": "eurosat", "source": "retrieved", "clip": "ViT-B-32:openai", "collection": "b", "mts": 0.7},
+            {"dataset": "eurosat", "source": "retrieved", "clip": "ViT-B-32:openai", "collection": "c", "mts": 0.9},
+            {"dataset": "dtd", "source": "generated", "clip": "ViT-B-32:openai", "mts": 0.1}]
+    for order in (recs, recs[::-1]):
+        assert mts_by_dataset(order, "ViT-B-32:openai") == {"eurosat": 0.7}
+        assert mts_by_dataset(order, "RN50:openai") == {"eurosat": 0.5}
+
+
+def test_table2_keeps_other_settings_apart_and_averages_only_seeds():
+    from genbench.report.table2 import table2
+
+    def rec(variant: str, score: float, dataset: str = "eurosat") -> dict:
+        return {"source": "generated", "generator": "tiny", "strategy": "ra", "variant": variant, "dataset": dataset,
+                "shots": 20, "clip": "ViT-B-32:openai", "scores": {"cler": score, "zeroshot": 40.0}}
+
+    recs = [rec("tiny_ra_from-0000aaaa_s0", 50.0), rec("tiny_ra_from-0000aaaa_s1", 60.0),
+            rec("tiny_ra_from-1111bbbb_s0", 70.0, "dtd"), rec("tiny_ra_ipa-0123456789ab_from-0000aaaa_s0", 10.0)]
+    table = table2(recs)
+    labels = [label for label, _ in table.rows]
+    assert len(labels) == 2 and labels[1].endswith("(ipa-0123456789ab)")
+    plain = [c.value for c in table.rows[0][1] if c.value is not None]
+    assert 55.0 in plain and 70.0 in plain and 10.0 not in plain  # seeds averaged, datasets' own RA links in one row

@@ -149,7 +149,7 @@ def fig6_mts(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
     """Fig. 6: generated data's CLER gain over zero-shot (y) against each dataset's MTS from its retrieval (x)."""
     title = "Generated data's CLER gain against mean text similarity (Fig. 6)"
     p = pick(records, "generated", prefer_shots=(TABLE2_SHOTS,), needs=("cler", "zeroshot"))
-    mts = mts_by_dataset(records)
+    mts = mts_by_dataset(records, p.clip if p is not None else None)
     if p is None:
         return [Plot("mts", title, skipped="no generated record with CLER and zero-shot scores: "
                                            f"{CONFIGS['fig6']} produces them")]

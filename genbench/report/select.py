@@ -8,6 +8,8 @@ when present, else the one covering the most datasets (ties: the larger).
 
 from __future__ import annotations
 
+import logging
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -17,6 +19,8 @@ from genbench.report.paper import PAPER_CLIP, STRATEGY_LABELS, backbone
 from genbench.report.tables import finite
 
 PREFERRED_STRATEGIES = ("dt",)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,12 +107,21 @@ def gain(rec: dict[str, Any], score: str = "cler") -> float | None:
     return None if s is None or z is None else s - z
 
 
-def mts_by_dataset(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Each dataset's mean text similarity, from its retrieved collection's record (the first one read that has it:
-    MTS is a property of the dataset's class names and the caption index, the same for every shot count)."""
-    out: dict[str, float] = {}
+def mts_by_dataset(records: list[dict[str, Any]], clip: str | None = None) -> dict[str, float]:
+    """Each dataset's mean text similarity, from its retrieved collection's record. MTS is a property of the class
+    names, the caption index and the CLIP model that embedded the queries (not of the shot count), so records made with
+    ``clip`` are preferred; among the rest the choice is fixed by the collection's name, whatever order the results
+    were read in, and a dataset whose retrievals disagree is logged."""
+    found: dict[str, list[tuple[bool, str, float]]] = {}
     for r in records:
         v = finite(r.get("mts"))
-        if v is not None and r.get("source") == "retrieved" and r["dataset"] not in out:
-            out[r["dataset"]] = v
+        if v is not None and r.get("source") == "retrieved":
+            found.setdefault(r["dataset"], []).append((r.get("clip") != clip, str(r.get("collection") or ""), v))
+    out: dict[str, float] = {}
+    for dataset, options in found.items():
+        options.sort()
+        out[dataset] = options[0][2]
+        if len({round(v, 6) for _, _, v in options}) > 1:
+            log.warning("report: %s has retrievals with different MTS (%s); Fig. 6 uses %s's", dataset,
+                        ", ".join(f"{v:.4f}" for _, _, v in options[:4]), options[0][1] or "the first")
     return out

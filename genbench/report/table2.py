@@ -5,6 +5,7 @@ per column; optionally each cell also carries the paper's value and our differen
 from __future__ import annotations
 
 import html
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -70,13 +71,33 @@ def _columns(datasets: set[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _row_key(rec: dict[str, Any]) -> tuple[str, str]:
-    return (gen_slug(rec.get("generator")) or "?", str(rec.get("strategy") or "-"))
+def _setting(rec: dict[str, Any]) -> str:
+    """What sets a record's collection apart from its generator and strategy at their defaults (``steps10``,
+    ``emph-literal``, ``ipa-...``): the collection's name without that base, its seed (seeds are averaged) and the
+    retrieved collection RA draws from (one per dataset)."""
+    from genbench.models.refs import generator_slug
+
+    variant, strategy = str(rec.get("variant") or ""), str(rec.get("strategy") or "")
+    try:
+        slug = generator_slug(str(rec.get("generator")))
+    except Exception:  # a generator reference this genbench cannot name: keep the whole variant
+        slug = None
+    rest = variant
+    for base in ([f"{slug}_{strategy.replace('+', '-')}_", f"{slug}_{strategy}_"] if slug else []):
+        if variant.startswith(base):
+            rest = variant[len(base):]
+            break
+    tokens = [t for t in rest.split("_") if t and not re.fullmatch(r"s\d+|from-[0-9a-f]{8}", t)]
+    return "_".join(tokens)
 
 
-def _row_sort(key: tuple[str, str]) -> tuple:
+def _row_key(rec: dict[str, Any]) -> tuple[str, str, str]:
+    return (gen_slug(rec.get("generator")) or "?", str(rec.get("strategy") or "-"), _setting(rec))
+
+
+def _row_sort(key: tuple[str, str, str]) -> tuple:
     order = list(STRATEGY_LABELS)
-    return (key[0], order.index(key[1]) if key[1] in order else len(order), key[1])
+    return (key[0], order.index(key[1]) if key[1] in order else len(order), key[1], key[2])
 
 
 def _mean(values: list[float]) -> float | None:
@@ -105,7 +126,8 @@ def table2(records: list[dict[str, Any]], with_paper: bool = False) -> GroupedTa
     for key in keys:
         per = {d: statistics.fmean(v) for d, v in values[key].items()}
         averaged += sum(len(v) > 1 for v in values[key].values())
-        pkey = paper_row(*key) if with_paper else None
+        # The paper's row is the one at the paper's settings: a variant (other steps, an IP-Adapter) gets none.
+        pkey = paper_row(key[0], key[1]) if with_paper and not key[2] else None
         cells: list[Cell] = []
         for _, members in columns:
             for d in members:
@@ -118,7 +140,8 @@ def table2(records: list[dict[str, Any]], with_paper: bool = False) -> GroupedTa
         have = [d for d in every if d in per]
         cells.append(Cell(_mean([per[d] for d in have]), partial=len(have) < len(every),
                           paper=paper_mean(pkey, have) if pkey and have else None))
-        rows.append((f"{key[0]} {strategy_label(key[1]) or key[1]}", cells))
+        label = f"{key[0]} {strategy_label(key[1]) or key[1]}"
+        rows.append((f"{label} ({key[2]})" if key[2] else label, cells))
     for j in range(len(rows[0][1])):
         marks = rank_marks([cells[j].value for _, cells in rows])
         for (_, cells), m in zip(rows, marks):
@@ -152,7 +175,7 @@ def _notes(keys: list[tuple[str, str]], columns: list[tuple[str, list[str]]], sh
         notes.append(f"{averaged} cell(s) average several collections of the same generator and strategy "
                      "(other seeds or variants).")
     if with_paper:
-        matched = {paper_row(*k) for k in keys} - {None}
+        matched = {paper_row(k[0], k[1]) for k in keys if not k[2]} - {None}
         unmatched = [f"{g} {STRATEGY_LABELS.get(s, s)}" for g, s in TABLE2 if (g, s) not in matched]
         notes.append("Each cell: ours, then the paper's Table 2 value and ours minus the paper's (below ours in HTML, "
                      "in parentheses in markdown); for a mean, the paper's mean over the same datasets.")

@@ -84,6 +84,12 @@ def fmt(v: Any) -> str:
     return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
 
 
+def fmt_usd(v: Any) -> str:
+    """Dollars per image span 1e-10 (copying a file) to 1e-2 (labelling it): always in the same notation."""
+    v = finite(v)
+    return "-" if v is None else f"{v:.2e}"
+
+
 def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The run summary's columns (a score column only where some record has it) and one row per record."""
     cols = [c for c in SCORE_COLUMNS if any(c in r.get("scores", {}) for r in records)]
@@ -91,7 +97,7 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     rows = [
         [r["dataset"], r["source"], r.get("generator") or "-", r.get("strategy") or "-", str(r["shots"]),
          str(r["n_train"]), r["metric"], *[fmt(r["scores"].get(c)) for c in cols],
-         fmt((r.get("cost") or {}).get("usd_per_image"))]
+         fmt_usd((r.get("cost") or {}).get("usd_per_image"))]
         for r in records
     ]
     return header, rows
@@ -105,7 +111,7 @@ def dataset_table(title: str, records: list[dict[str, Any]]) -> Table:
     header = ["source / strategy", "shots", "n_train", *[SCORE_TITLES[c] for c in cols], "USD/image"]
     rows = [
         [labels[series_key(r)], str(r["shots"]), str(r.get("n_train", "-")), *[fmt(r["scores"].get(c)) for c in cols],
-         fmt((r.get("cost") or {}).get("usd_per_image"))]
+         fmt_usd((r.get("cost") or {}).get("usd_per_image"))]
         for r in recs
     ]
     per_col = [rank_marks([r["scores"].get(c) for r in recs], c in LOWER_IS_BETTER) for c in cols]
