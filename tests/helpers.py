@@ -25,3 +25,17 @@ def snapshot(collection: str) -> dict[str, tuple[str, int]]:
         p = os.path.join(stats, name)
         out["stats/" + name] = (sha(p), os.stat(p).st_mtime_ns)
     return out
+
+
+def write_captions(path: str, base: str, paths: list[str], captions: list[str], vectors: list) -> None:
+    """A caption shard as `genbench index build` reads it: each image path served under ``base``, its caption, and
+    its text embedding (normalised here)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = np.asarray(vectors, dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    table = pa.table({"url": [base + p for p in paths], "caption": captions,
+                      "text_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
+    pq.write_table(table, path)

@@ -9,8 +9,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 import yaml
@@ -21,7 +19,7 @@ from genbench.engine.experiment import build_collections
 from genbench.engine.preflight import plan_jobs
 from genbench.errors import UsageError
 from genbench.seeds import sample_seed
-from tests.helpers import snapshot, tars
+from tests.helpers import snapshot, tars, write_captions
 from tests.http_server import Route, serve
 from tests.test_retrieval_e2e import _png, _query_vectors
 
@@ -49,12 +47,8 @@ def pool(tmp_path_factory):
         urls.append(f"/other/{i}.png")
         captions.append(f"a photo of something else {i}")
         vectors.append(rng.normal(0, 1, queries.shape[1]))
-    emb = np.asarray(vectors, dtype=np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     with serve(routes) as base:
-        table = pa.table({"url": [base + u for u in urls], "caption": captions,
-                          "text_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
-        pq.write_table(table, tmp / "captions-0.parquet")
+        write_captions(str(tmp / "captions-0.parquet"), base, urls, captions, vectors)
         yield tmp, routes
 
 
@@ -176,6 +170,23 @@ def test_ra_collections_start_from_retrieved_images_of_their_class(made):
     assert np.abs(images["ra"] - images["ra-ip"]).mean() > 1.0
     ip_opts = _manifest(colls["ra-ip"])["spec"]["options"]
     assert ip_opts["ra_ip_scale"] == 1.0 and len(ip_opts["ra_ip_adapter_id"]) == 12 and "ra_strength" not in ip_opts
+
+
+def test_the_plan_of_the_ra_run_counts_what_the_run_made(made):
+    """`genbench plan` after the run: the retrieved and both RA collections under their final names, every shard
+    done, and each collection's slots = the samples written + the slots recorded as short (class 9's)."""
+    from genbench.planning.plan import make_plan
+
+    cfg, out = made
+    plan = make_plan(cfg, os.path.dirname(out))  # the run's shards root is <out>/shards
+    found = {}
+    for entry in plan.collections:
+        c = entry.collection
+        manifest = _manifest(c.planned.job.uri)
+        assert not c.provisional and c.shards == len(manifest["shards"]) == c.done_shards and c.make_shards == 0
+        assert c.images == manifest["samples"] + manifest["shortfall"]["missing_samples"]
+        found[c.planned.job.source] = found.get(c.planned.job.source, 0) + 1
+    assert found == {"generated": 2, "retrieved": 1}
 
 
 def test_an_ra_image_is_made_from_the_retrieved_image_its_json_names(made):

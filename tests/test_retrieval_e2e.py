@@ -8,8 +8,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -17,7 +15,7 @@ from PIL import Image
 from genbench.cli import main
 from genbench.config import parse_config
 from genbench.engine.experiment import run_experiment
-from tests.helpers import snapshot, tars
+from tests.helpers import snapshot, tars, write_captions
 from tests.http_server import Route, serve
 
 FILLER = ["on a table", "close up", "in a notebook", "hand written", "scanned page", "blue ink", "a poster", "old paper"]
@@ -64,12 +62,8 @@ def pool(tmp_path_factory):
         urls.append(f"/other/{i}.png")
         captions.append(f"a photo of a {words[i % 10]} {FILLER[(i // 10) % len(FILLER)]} {i}")
         vectors.append(rng.normal(0, 1, queries.shape[1]))
-    emb = np.asarray(vectors, dtype=np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     with serve(routes) as base:
-        table = pa.table({"url": [base + u for u in urls], "caption": captions,
-                          "text_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
-        pq.write_table(table, tmp / "captions-0.parquet")
+        write_captions(str(tmp / "captions-0.parquet"), base, urls, captions, vectors)
         yield tmp, base, routes
 
 
