@@ -7,6 +7,7 @@ decode time) at the CPU instance's rate per core: the paper prices generation on
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 # GenBench paper, Table 1 (USD per image) and Table 5 / Appendix 8 (the inputs it says it was computed from).
@@ -89,14 +90,9 @@ def collection_cost(records: Iterable[dict[str, Any]], pricing: Any, fetch_cpu_s
         "cpu_usd_per_hour": pricing.cpu_usd_per_hour,
         "cpus_per_instance": pricing.cpus_per_instance,
         "usd_per_image": usd(gpu, total_cpu, pricing) / images if images else None,
-        "usd_per_image_spot": usd(gpu, total_cpu, _Rates(**PAPER_SPOT)) / images if images else None,
+        "usd_per_image_spot": usd(gpu, total_cpu, SimpleNamespace(**PAPER_SPOT)) / images if images else None,
         "priced_by": "measured seconds",
     } | (_labelled(pricing) if kind == "original" else {})
-
-
-class _Rates:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
 
 
 def _labelled(pricing: Any) -> dict[str, Any]:

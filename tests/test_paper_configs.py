@@ -1,5 +1,6 @@
-"""configs/paper/: one config per table and figure of the paper, holding the paper's settings (reference:
-../shared/reference/genbench-paper.md). Each loads without any dataset, index or weights file present."""
+"""configs/paper/: one config per table and figure of the paper, holding the paper's settings (the facts this
+repository keeps in genbench/report/paper.py and genbench/cost.py). Each loads without any dataset, index or weights
+file present."""
 
 from __future__ import annotations
 

@@ -84,20 +84,21 @@ def plan_jobs(cfg: ExperimentConfig, shards_root: str, ctx: CheckContext | None 
         jobs: dict[int, Planned] = {}
         for n, (i, entry, source, spec) in enumerate(items):
             if not links.reads_others(source):
-                jobs[n] = Planned(_job(cfg, ds, entry, spec, shards_root), source, entry.shots)
+                jobs[n] = Planned(collection_job(cfg, ds, entry, spec, shards_root), source, entry.shots)
         upstream = [links.Upstream(items[n][0], p.job.source, p.job.variant, p.job.uri, p.job.identity(),
                                    p.job.shots) for n, p in jobs.items()]
         for n, (i, entry, source, spec) in enumerate(items):
             if n not in jobs:
                 spec, after = links.link(source, spec, entry.spec, f"sources[{i}]", ds, upstream)
-                jobs[n] = Planned(_job(cfg, ds, entry, spec, shards_root), source, entry.shots, tuple(after))
+                jobs[n] = Planned(collection_job(cfg, ds, entry, spec, shards_root), source, entry.shots, tuple(after))
         planned += [jobs[n] for n in range(len(items))]
         positions += [i for i, *_ in items]
     _check_distinct(planned, positions)
     return planned
 
 
-def _job(cfg: ExperimentConfig, ds: str, entry: Any, spec: Any, shards_root: str) -> CollectionJob:
+def collection_job(cfg: ExperimentConfig, ds: str, entry: Any, spec: Any, shards_root: str) -> CollectionJob:
+    """The job of one collection: ``spec`` (one expansion of ``entry``) for dataset ``ds`` under ``shards_root``."""
     variant = spec.variant(cfg.seed)
     return CollectionJob(
         dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant,

@@ -13,19 +13,17 @@ plan of a million-image output stays quick, and a run still verifies every hash.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from genbench.catalog import get_dataset
 from genbench.config import ExperimentConfig
 from genbench.engine.plan import CollectionJob, plan_collection, recorded_shots
-from genbench.engine.preflight import Planned, plan_jobs
+from genbench.engine.preflight import Planned, collection_job, plan_jobs
 from genbench.errors import UsageError
 from genbench.shards import manifest as mf
-from genbench.shards.store import Store, join
+from genbench.shards.store import Store
 from genbench.sources import links, registry
 from genbench.sources.base import CheckContext
 
@@ -64,7 +62,6 @@ def expand(cfg: ExperimentConfig, shards_root: str,
     provisional: set[str] = set()
     root = shards_root if "://" in shards_root else os.path.abspath(shards_root)
     for ds in cfg.datasets:
-        dataset = get_dataset(ds)
         for entry in cfg.sources:
             source = registry.load(entry.ref)
             for spec in entry.spec.expand(ds):
@@ -74,17 +71,10 @@ def expand(cfg: ExperimentConfig, shards_root: str,
                     spec = source.resolve(spec, ctx)
                 except UsageError:
                     guessed = True
-                variant = spec.variant(cfg.seed)
-                uri = join(root, ds, entry.kind, variant)
-                job = CollectionJob(
-                    dataset=ds, source=entry.kind, source_ref=entry.ref, spec=spec, variant=variant, uri=uri,
-                    run_seed=cfg.seed, num_classes=dataset.num_classes, shots=max(entry.shots),
-                    shard_size=cfg.shard_size, clip=cfg.clip, data_root=cfg.data_root, cache_dir=cfg.cache_dir,
-                    storage_options=dict(cfg.storage_options),
-                )
+                job = collection_job(cfg, ds, entry, spec, root)
                 planned.append(Planned(job, source, entry.shots))
                 if guessed:
-                    provisional.add(uri)
+                    provisional.add(job.uri)
     return planned, provisional, [problem]
 
 
@@ -124,13 +114,10 @@ def on_disk(planned: Planned, clip_slug: str | None, provisional: bool = False,
 def _count(planned: Planned, store: Store, clip_slug: str | None, provisional: bool) -> tuple[CollectionPlan, list]:
     job, problems = planned.job, []
     records = mf.load_records(store)
-    if store.exists(mf.IDENTITY):
-        # The run's own identity check (manifest.check_identity), read-only: a run into this output would stop.
-        existing, identity = json.loads(store.read_bytes(mf.IDENTITY)), json.loads(json.dumps(job.identity()))
-        if existing != identity:
-            differ = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
-            problems.append(UsageError("out", job.uri, "an output whose collection was made with the same settings "
-                                       f"(these differ: {', '.join(differ)}); a run refuses it"))
+    differ = mf.identity_difference(store, job.identity())  # the run's own check, read-only
+    if differ:
+        problems.append(UsageError("out", job.uri, "an output whose collection was made with the same settings "
+                                   f"(these differ: {', '.join(differ)}); a run refuses it"))
     intact = {name: r for name, r in records.items() if store.size(f"{name}.tar") == r.get("bytes")}
     extent = max(job.shots, recorded_shots(intact, job.num_classes))
     tasks = plan_collection(replace(job, shots=extent))

@@ -34,7 +34,7 @@ def split_present(name: str, split: str, data_root: str | None) -> bool:
     spec = get_dataset(name)
     if spec.loader["kind"] not in ondisk.ON_DISK:
         return True  # built in (scikit-learn's digits): always there
-    return ondisk._layout_for_split(spec, ondisk.resolve_data_root(data_root), split) is not None
+    return ondisk.layout_for_split(spec, ondisk.resolve_data_root(data_root), split) is not None
 
 
 def dataset_needs(cfg: ExperimentConfig, train: set[str]) -> list[DatasetNeed]:

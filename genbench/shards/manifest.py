@@ -54,13 +54,21 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def identity_difference(store: Store, identity: dict[str, Any]) -> list[str] | None:
+    """The identity keys in which the collection already in ``store`` differs from ``identity`` ([] when they match),
+    or None when the store holds no collection yet. Reads only."""
+    if not store.exists(IDENTITY):
+        return None
+    existing, wanted = json.loads(store.read_bytes(IDENTITY)), json.loads(json.dumps(identity, sort_keys=True))
+    return sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+
+
 def check_identity(store: Store, identity: dict[str, Any]) -> None:
     """Record the settings that decide this collection's bytes, or check them against an existing collection."""
     blob = json.dumps(identity, sort_keys=True)
-    if store.exists(IDENTITY):
-        existing = json.loads(store.read_bytes(IDENTITY))
-        if existing != json.loads(blob):
-            diff = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+    diff = identity_difference(store, identity)
+    if diff is not None:
+        if diff:
             raise UsageError(
                 "out",
                 store.uri,

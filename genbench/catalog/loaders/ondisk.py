@@ -68,7 +68,9 @@ def describe_layouts(spec: DatasetSpec, root: Path) -> list[str]:
     return out
 
 
-def _layout_for_split(spec: DatasetSpec, root: Path, split: str) -> str | None:
+def layout_for_split(spec: DatasetSpec, root: Path, split: str) -> str | None:
+    """The first of the dataset's accepted layouts present under ``root`` for ``split`` (None: none is); only checks
+    that files exist, never opens the split."""
     return next((layout for layout in layouts_for(spec) if _PRESENT[layout](spec, root, split)), None)
 
 
@@ -76,13 +78,13 @@ def find_layout(spec: DatasetSpec, data_root: str | os.PathLike | None) -> str |
     """The layout the test split would be read from, its kind for built-in datasets, or None when it is absent."""
     if spec.loader["kind"] not in ON_DISK:
         return spec.loader["kind"]
-    return _layout_for_split(spec, resolve_data_root(data_root), "test")
+    return layout_for_split(spec, resolve_data_root(data_root), "test")
 
 
 def load(spec: DatasetSpec, split: str, data_root: str | os.PathLike | None) -> SplitData:
     """Open ``split`` from the first layout present; raise DatasetNotFound (one line) when there is none."""
     root = resolve_data_root(data_root)
-    layout = _layout_for_split(spec, root, split)
+    layout = layout_for_split(spec, root, split)
     if layout is None:
         raise DatasetNotFound(spec.name, f"{root / spec.name} (split {split!r})", describe_layouts(spec, root), spec.origin)
     return _OPEN[layout](spec, root, split)
