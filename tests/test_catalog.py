@@ -33,6 +33,7 @@ EXPECTED = {
     "dtd": ("rare", 47, "accuracy", "multiclass"),
     "kitti_distance": ("rare", 4, "accuracy", "multiclass"),
     "digits": ("toy", 10, "accuracy", "multiclass"),
+    "digits_rot": ("toy", 10, "accuracy", "multiclass"),
 }
 
 

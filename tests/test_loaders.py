@@ -289,12 +289,12 @@ def test_listing_reports_found_layouts(tmp_path):
     save_png(tmp_path / "resisc45" / "test" / "0" / "a.png", rgb())
     entries = list_entries(str(tmp_path))
     by_name = {e["name"]: e for e in entries}
-    assert len(entries) == 23
+    assert len(entries) == 24
     assert by_name["resisc45"]["found"] and by_name["resisc45"]["layout"] == "imagefolder"
     assert by_name["resisc45"]["path"] == str(tmp_path / "resisc45")
     assert not by_name["cifar10"]["found"] and by_name["cifar10"]["layout"] is None
     assert by_name["digits"]["found"]
     assert [e["group"] for e in entries].index("fine-grained") > [e["group"] for e in entries].index("common")
     table = format_table(entries).splitlines()
-    assert len(table) == 24 and table[0].split()[0] == "name"
+    assert len(table) == 25 and table[0].split()[0] == "name"
     assert any(line.split()[0] == "resisc45" and "imagefolder" in line for line in table)
