@@ -180,7 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the dataset catalog")
     d.add_argument("--json", action="store_true")
     d.add_argument("--data-root")
+
+    ty = sub.add_parser("toy", help="the toy models (clip: toy, generator: toy), trained here on the digits train split")
+    tysub = ty.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)
+    tt = tysub.add_parser("train", help="train the toy models now (otherwise their first use does, or the shipped "
+                                        "weights are used when they match the recipe)")
+    tt.add_argument("--model", choices=("all",) + _toy_models(), default="all", help="which toy model (default: all)")
+    tt.add_argument("--retrain", action="store_true",
+                    help="train again even when shipped or cached weights match the recipe (default: reuse them)")
+    tt.add_argument("--ship", action="store_true",
+                    help="write the weights into the package (genbench/models/toy/weights/) instead of the cache")
+    tt.add_argument("--cache-dir", help="model cache (default: $GENBENCH_CACHE or ~/.cache/genbench)")
     return p
+
+
+def _toy_models() -> tuple[str, ...]:
+    from genbench.models.toy import TOY_MODELS
+
+    return TOY_MODELS
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -326,6 +343,18 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_toy(args: argparse.Namespace) -> int:
+    from genbench.models.toy.store import SHIPPED_DIR, TOY_MODELS, read_record, toy_model_dir
+
+    for name in TOY_MODELS if args.model == "all" else (args.model,):
+        target = SHIPPED_DIR / name if args.ship else None
+        where = toy_model_dir(name, args.cache_dir, retrain=args.retrain or args.ship, progress=True, target=target)
+        record = read_record(where)
+        print(f"{name}: {where} (trained in {record['train_seconds']:.1f} s, {record['steps']} steps, "
+              f"recipe {record['recipe_key']})")
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "plan": _cmd_plan,
@@ -337,6 +366,7 @@ _COMMANDS = {
     "score": _cmd_score,
     "datasets": _cmd_datasets,
     "report": _cmd_report,
+    "toy": _cmd_toy,
 }
 
 

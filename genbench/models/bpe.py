@@ -2,6 +2,10 @@
 
 This reproduces the vocabulary construction of open_clip's ``SimpleTokenizer`` (the original OpenAI CLIP one), so a
 Hugging Face ``CLIPTokenizer`` built from these files gives the same ids as open_clip, and nothing is fetched.
+
+:func:`reduced_clip_vocab` keeps only the merges a given text corpus uses (the toy models' vocabulary): words of the
+corpus split into the same tokens as with the full vocabulary, any other text into smaller pieces down to bytes, so no
+text is ever out of vocabulary, and the token-embedding table stays a few hundred rows instead of 49,408.
 """
 
 from __future__ import annotations
@@ -44,11 +48,56 @@ def clip_bpe_vocab(bpe_path: str | None = None) -> tuple[dict[str, int], list[tu
     return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
 
 
-def write_clip_tokenizer_files(out_dir: str | Path, bpe_path: str | None = None) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` (with its ``#version`` header) into ``out_dir``."""
+# CLIP's pre-tokenisation: contractions, runs of letters, single digits, runs of other non-space characters.
+_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _merges_used(word: str, ranks: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
+    """The merges byte-level BPE applies to ``word`` (already mapped to its byte characters), in order."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    used = []
+    while len(parts) > 1:
+        best = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, len(ranks)))
+        if best not in ranks:
+            break
+        used.append(best)
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return used
+
+
+def reduced_clip_vocab(texts: list[str], bpe_path: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(token -> id, merges) with the 512 byte tokens, the merges ``texts`` use (in CLIP's order) and BOS/EOS last,
+    so EOS has the highest id as open_clip's text pooling expects."""
+    import regex
+
+    _, merges = clip_bpe_vocab(bpe_path)
+    ranks = {m: i for i, m in enumerate(merges)}
+    to_char = _byte_to_unicode()
+    needed: set[tuple[str, str]] = set()
+    for text in texts:
+        for word in regex.findall(_WORDS, " ".join(text.lower().split()), regex.IGNORECASE):
+            needed.update(_merges_used("".join(to_char[b] for b in word.encode("utf-8")), ranks))
+    kept = [m for m in merges if m in needed]
+    base = list(to_char.values())
+    tokens = base + [t + "</w>" for t in base] + ["".join(m) for m in kept] + [BOS, EOS]
+    return {t: i for i, t in enumerate(tokens)}, kept
+
+
+def write_clip_tokenizer_files(out_dir: str | Path, bpe_path: str | None = None,
+                               texts: list[str] | None = None) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` (with its ``#version`` header) into ``out_dir``: the full CLIP
+    vocabulary, or with ``texts`` the reduced one of :func:`reduced_clip_vocab`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vocab, merges = clip_bpe_vocab(bpe_path)
+    vocab, merges = reduced_clip_vocab(texts, bpe_path) if texts is not None else clip_bpe_vocab(bpe_path)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text(
         "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n", encoding="utf-8"

@@ -1,6 +1,7 @@
 """CLIP references -> an encoder of images and texts into L2-normalised float32 vectors (open_clip underneath).
 
-References: ``tiny`` (offline model built from ``configs/tiny-clip.json``), ``ARCH:TAG`` (open_clip architecture with a
+References: ``toy`` (trained here on the digits train split, :mod:`genbench.models.toy`), ``tiny`` (offline model
+built from ``configs/tiny-clip.json``), ``ARCH:TAG`` (open_clip architecture with a
 pretrained tag, e.g. ``ViT-B-32:openai``), ``ARCH:random`` (published architecture, random weights: for throughput
 measurements), ``hf-hub:org/repo``, ``local-dir:/path`` or a plain directory holding ``open_clip_config.json``.
 """
@@ -40,6 +41,10 @@ def _resolve(ref: str, cache_dir: str | None) -> _Resolved:
         from genbench.models.build import built_clip_dir
 
         return _Resolved(f"local-dir:{built_clip_dir('tiny-clip', cache_dir)}", None, slug, True)
+    if ref == "toy":
+        from genbench.models.toy import toy_model_dir
+
+        return _Resolved(f"local-dir:{toy_model_dir(refs.TOY_CLIP, cache_dir)}", None, slug, False)
     if ref.startswith("hf-hub:"):
         return _Resolved(ref, None, slug, False)
     local = refs.clip_local_dir(ref)

@@ -1,6 +1,7 @@
 """Generator references -> an object that turns (prompt, negative prompt, seed) triples into RGB images.
 
-References: ``tiny`` (a real StableDiffusionPipeline built offline from ``configs/tiny-sd.json``), ``null`` (no model:
+References: ``toy`` (a StableDiffusionPipeline trained here on the digits train split, :mod:`genbench.models.toy`),
+``tiny`` (a real StableDiffusionPipeline built offline from ``configs/tiny-sd.json``), ``null`` (no model:
 seeded noise images, to measure the engine's own cost), ``random:<config>`` (a shipped architecture such as
 ``random:sd21-base`` with random weights, for throughput), a hub id (``stabilityai/stable-diffusion-2-1-base``,
 ``stabilityai/stable-diffusion-xl-base-1.0``, ...) or a local diffusers pipeline directory. Every diffusers model is loaded
@@ -175,6 +176,10 @@ def _resolve_path(ref: str, cache_dir: str | None) -> tuple[str, bool]:
     from genbench.models.build import built_pipeline_dir
 
     kind, value = refs.resolve_generator(ref)
+    if kind == "toy":
+        from genbench.models.toy import toy_model_dir
+
+        return str(toy_model_dir(value, cache_dir)), False
     if kind in ("tiny", "random"):
         return str(built_pipeline_dir(value, cache_dir)), value.startswith("tiny")
     return value, False

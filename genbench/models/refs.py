@@ -14,9 +14,9 @@ from pathlib import Path
 
 from genbench.errors import UsageError
 
-ALLOWED_GENERATOR = ("tiny, null, random:<config> (e.g. random:sd21-base), a hub id such as "
+ALLOWED_GENERATOR = ("toy, tiny, null, random:<config> (e.g. random:sd21-base), a hub id such as "
                      "stabilityai/stable-diffusion-2-1-base, or a local diffusers pipeline directory")
-ALLOWED_CLIP = "tiny, ARCH:TAG (e.g. ViT-B-32:openai), ARCH:random, hf-hub:org/repo, or a directory with open_clip_config.json"
+ALLOWED_CLIP = "toy, tiny, ARCH:TAG (e.g. ViT-B-32:openai), ARCH:random, hf-hub:org/repo, or a directory with open_clip_config.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Short names of the generators the paper and users name most, so variant directories read well.
 GENERATOR_SLUGS = {
@@ -27,6 +27,8 @@ GENERATOR_SLUGS = {
 }
 # Shipped model configs that are CLIP models, not pipelines: never a `random:` generator.
 _CLIP_CONFIGS = ("tiny-clip",)
+# Trained toy models (genbench.models.toy): their configs carry a training recipe and are never `random:` builds.
+TOY_GENERATOR, TOY_CLIP = "toy-sd", "toy-clip"
 
 
 def slugify(text: str, keep: str = "._-", sep: str = "_", lower: bool = False) -> str:
@@ -51,16 +53,19 @@ def shipped_pipeline_configs() -> tuple[str, ...]:
     """Names ``random:<name>`` accepts: the pipeline configs shipped in ``genbench/models/configs``."""
     from genbench.models.cache import CONFIG_DIR
 
-    return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json") if p.stem not in _CLIP_CONFIGS))
+    return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")
+                        if p.stem not in _CLIP_CONFIGS and not p.stem.startswith("toy-")))
 
 
 def resolve_generator(ref: str, field: str = "generator") -> tuple[str, str]:
-    """(kind, value): ``("tiny", "tiny-sd")``, ``("null", "")``, ``("random", <config>)``, ``("dir", path)`` or
+    """(kind, value): ``("toy", "toy-sd")``, ``("tiny", "tiny-sd")``, ``("null", "")``, ``("random", <config>)``, ``("dir", path)`` or
     ``("hub", id)``. An unknown reference is a :class:`UsageError` naming ``field``."""
     if not isinstance(ref, str) or not ref.strip():
         raise UsageError(field, ref, ALLOWED_GENERATOR)
     if ref == "tiny":
         return "tiny", "tiny-sd"
+    if ref == "toy":
+        return "toy", TOY_GENERATOR
     if ref == "null":
         return "null", ""
     if ref.startswith("random:"):
@@ -88,6 +93,11 @@ def check_generator(ref: str, field: str = "generator") -> None:
         if not isinstance(try_to_load_from_cache(value, "model_index.json"), str):
             raise UsageError(field, ref, "a local diffusers directory, 'tiny', 'null', or a hub id already in the local "
                                          "Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)")
+
+
+def toy_models(refs_used: list[str | None], clip: str | None) -> list[str]:
+    """The toy models (``toy-sd``, ``toy-clip``) that generator references ``refs_used`` and ``clip`` name."""
+    return ([TOY_GENERATOR] if "toy" in refs_used else []) + ([TOY_CLIP] if clip == "toy" else [])
 
 
 def generator_untrained(ref: str | None) -> bool:
@@ -118,7 +128,7 @@ def check_clip(ref: str, field: str = "clip") -> None:
     when the model is loaded (that needs open_clip, hence torch)."""
     if not isinstance(ref, str) or not ref.strip() or "\x00" in ref:
         raise UsageError(field, ref, ALLOWED_CLIP)
-    if ref == "tiny" or ref.startswith("hf-hub:"):
+    if ref in ("tiny", "toy") or ref.startswith("hf-hub:"):
         return
     local = clip_local_dir(ref)
     if local is not None:
@@ -133,10 +143,10 @@ def check_clip(ref: str, field: str = "clip") -> None:
 
 
 def clip_slug(ref: str) -> str:
-    """The name of a CLIP model's sidecar directory ``emb/<slug>/``: ``tiny``, ``ViT-B-32_openai``, a local
+    """The name of a CLIP model's sidecar directory ``emb/<slug>/``: ``tiny``, ``toy``, ``ViT-B-32_openai``, a local
     directory's name, or the hub repo."""
-    if ref == "tiny":
-        return "tiny"
+    if ref in ("tiny", "toy"):
+        return ref
     if ref.startswith("hf-hub:"):
         return slugify(ref[len("hf-hub:"):])
     local = clip_local_dir(ref)

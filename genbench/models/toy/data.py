@@ -1,0 +1,45 @@
+"""What the toy models learn from: the digits train split (never the test split) and captions from its templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from genbench.catalog import get_dataset
+from genbench.catalog.loaders import load_split
+
+# Prompt strategies reach the generator as text; these are the forms they take for a digit, besides the templates.
+_EXTRA_FORMS = ("{}", "a photo of {}")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The train split's images (RGB PIL), labels, its fingerprint and per class the captions to learn from."""
+
+    dataset: str
+    images: list[Image.Image]
+    labels: np.ndarray
+    fingerprint: str
+    captions: tuple[tuple[str, ...], ...]  # per class
+
+
+def training_set(dataset: str = "digits", extra_forms: bool = False) -> TrainingSet:
+    """The ``train`` split of ``dataset`` with captions from its templates and simple template (and, with
+    ``extra_forms``, the bare class name and "a photo of <name>", the forms the ST and ST-photo strategies send)."""
+    spec = get_dataset(dataset)
+    split = load_split(spec, "train")
+    forms = list(spec.templates) + [spec.simple_template] + (list(_EXTRA_FORMS) if extra_forms else [])
+    # dict.fromkeys keeps the first occurrence: no caption twice, order fixed.
+    captions = tuple(tuple(dict.fromkeys(f.format(name) for f in forms)) for name in spec.classes)
+    images = [split.image(i) for i in range(len(split))]
+    return TrainingSet(dataset, images, np.asarray(split.labels, dtype=np.int64), split.fingerprint, captions)
+
+
+def toy_corpus(data: TrainingSet) -> list[str]:
+    """The texts the toy tokenizers keep whole words for: every training caption and the words the prompt strategies
+    add (RD's quality words, NP's negatives). Other text still tokenises, into smaller pieces."""
+    from genbench.prompts.strategies import NP_QUALITY, RD_QUALITY
+
+    return [c for per_class in data.captions for c in per_class] + list(RD_QUALITY) + list(NP_QUALITY)
