@@ -12,7 +12,7 @@ from genbench.report import grids, plots, scatter
 from genbench.report.costs import cost_blocks
 from genbench.report.document import Block, Bullets, Heading, Notice, Para, Plot, to_html, to_markdown
 from genbench.report.load import merge_results
-from genbench.report.records import notice, untrained
+from genbench.report.records import notice, toy_notice, untrained
 from genbench.report.table2 import GroupedTable, table2
 from genbench.report.tables import dataset_table
 
@@ -88,10 +88,8 @@ def build_report(results_dirs: list[str], out_dir: str, paper: bool = False) -> 
     os.makedirs(out_dir, exist_ok=True)
 
     sections = _figures(records, out_dir)
-    warning = notice(records)
     blocks: list[Block] = [Heading(1, TITLE)]
-    if warning:
-        blocks.append(Notice(warning))
+    blocks += [Notice(text) for text in (notice(records), toy_notice(records)) if text]
     blocks.append(Para(f"{len(records)} result record(s) from: {', '.join(merged.files)}."))
     if merged.notes:
         blocks.append(Bullets(merged.notes))

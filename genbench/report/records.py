@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from genbench.models.refs import clip_untrained
+from genbench.models.refs import clip_untrained, toy_models
 
 UNTRAINED_NOTICE = (
     "NOTE: untrained models were used (tiny or random weights, built offline: {what}). These numbers prove the "
     "plumbing, not the science: do not compare them with the paper."
+)
+TOY_NOTICE = (
+    "NOTE: toy models were used ({what}: trained here on the digits train split, genbench.models.toy). They show what "
+    "GenBench measures on a toy world with real signal; the numbers are not the paper's."
 )
 COST_FIELDS = ("device", "device_seconds", "gpu_seconds", "cpu_seconds", "query_cpu_seconds", "fetch_cpu_seconds",
                "images", "usd_per_image", "usd_per_image_spot", "priced_by", "labelling_usd_per_image")
@@ -64,6 +68,7 @@ def build_record(
         "seed": job.get("run_seed"),
         "untrained_models": bool(what),
         "untrained": what,
+        "toy_models": toy_models([options.get("generator")], clip),
         # Classes with fewer than `shots` images give all they have (original data); the gap is reported, not hidden.
         "shortfall": int(shots * dataset.num_classes - n_train),
         "scores": dict(scores),
@@ -82,6 +87,12 @@ def notice(records: list[dict[str, Any]]) -> str | None:
     return UNTRAINED_NOTICE.format(what=", ".join(what)) if what else None
 
 
+def toy_notice(records: list[dict[str, Any]]) -> str | None:
+    """The toy-models notice naming the toy models behind ``records``, or None."""
+    what = sorted({w for r in records for w in r.get("toy_models") or []})
+    return TOY_NOTICE.format(what=", ".join(what)) if what else None
+
+
 def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
     """The run's report.md: its table, the untrained notice and our cost per image beside the paper's Tables 1 and 5."""
     from genbench.report.costs import cost_blocks
@@ -90,9 +101,9 @@ def summary_blocks(records: list[dict[str, Any]]) -> list[Any]:
 
     header, rows = table_rows(records)
     blocks: list[Any] = [Heading(1, "genbench results")]
-    text = notice(records)
-    if text:
-        blocks.append(Notice(text))
+    for text in (notice(records), toy_notice(records)):
+        if text:
+            blocks.append(Notice(text))
     blocks += [
         Para("Scores are percentages of each dataset's own metric on its real test split."),
         Simple(header, rows),

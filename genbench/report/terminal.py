@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genbench.report.records import notice
+from genbench.report.records import notice, toy_notice
 from genbench.report.tables import table_rows
 
 
@@ -16,7 +16,5 @@ def format_table(records: list[dict[str, Any]]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
     out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    text = notice(records)
-    if text:
-        out.append(text)
+    out += [text for text in (notice(records), toy_notice(records)) if text]
     return "\n".join(out)
