@@ -118,12 +118,23 @@ def test_digits_rot_is_the_same_split_turned_a_quarter():
             assert np.array_equal(np.asarray(turned.image(i))[..., 0], np.rot90(upright.pixels(i)))
 
 
-@pytest.mark.parametrize("ref", ["toy"])
-def test_toy_references_resolve_to_trained_models(ref):
+def test_toy_references_resolve_to_trained_models_and_name_their_recipe():
+    """Sidecars and collections made by one toy recipe are never taken for another's: the CLIP's sidecar directory
+    and a generated collection's identity carry the recipe key."""
+    from genbench.config import parse_config
     from genbench.models import refs
+    from genbench.models.toy.store import recipe_key
+    from genbench.sources import registry
+    from genbench.sources.base import CheckContext
 
-    assert refs.resolve_generator(ref) == ("toy", "toy-sd")
-    refs.check_clip(ref)
-    assert refs.clip_slug(ref) == "toy" and refs.generator_slug(ref) == "toy"
-    assert not refs.clip_untrained(ref) and not refs.generator_untrained(ref)
+    assert refs.resolve_generator("toy") == ("toy", "toy-sd")
+    refs.check_clip("toy")
+    assert refs.clip_slug("toy") == "toy-" + recipe_key("toy-clip")[:8] and refs.generator_slug("toy") == "toy"
+    assert not refs.clip_untrained("toy") and not refs.generator_untrained("toy")
     assert "toy-sd" not in refs.shipped_pipeline_configs()
+    cfg = parse_config({"name": "t", "datasets": ["digits"], "clip": "toy",
+                            "sources": [{"source": "generated", "generator": "toy", "strategies": ["dt"], "shots": 4}]})
+    spec = next(iter(cfg.sources[0].spec.expand("digits")))
+    resolved = registry.load(cfg.sources[0].ref).resolve(spec, CheckContext("toy", refs.clip_slug("toy"), None, None, {}))
+    assert resolved.identity_options()["generator_recipe"] == recipe_key("toy-sd")
+    assert resolved.variant(0) == spec.variant(0)  # the name stays readable; a changed recipe is refused by identity

@@ -52,6 +52,7 @@ def _collection(record) -> tuple[list, np.ndarray, np.ndarray]:
     and its CLIP sidecar embeddings with their classes (genbench's reader)."""
     import webdataset as wds
 
+    from genbench.models.refs import clip_slug
     from genbench.shards.reader import read_external
     from genbench.shards.store import Store
 
@@ -61,7 +62,7 @@ def _collection(record) -> tuple[list, np.ndarray, np.ndarray]:
     for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("pil").to_tuple("png;jpg;webp", "cls"):
         images.append(sample[0])
         classes.append(int(sample[1]))
-    external = read_external(Store(str(root)), [Path(s).stem for s in shards], "toy")
+    external = read_external(Store(str(root)), [Path(s).stem for s in shards], clip_slug("toy"))
     return images, np.asarray(classes), (external.emb, external.cls)
 
 

@@ -95,6 +95,13 @@ def check_generator(ref: str, field: str = "generator") -> None:
                                          "Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)")
 
 
+def toy_recipe(name: str) -> str:
+    """The recipe key of toy model ``name`` (reads its shipped config; no torch)."""
+    from genbench.models.toy.store import recipe_key
+
+    return recipe_key(name)
+
+
 def toy_models(refs_used: list[str | None], clip: str | None) -> list[str]:
     """The toy models (``toy-sd``, ``toy-clip``) that generator references ``refs_used`` and ``clip`` name."""
     return ([TOY_GENERATOR] if "toy" in refs_used else []) + ([TOY_CLIP] if clip == "toy" else [])
@@ -145,8 +152,11 @@ def check_clip(ref: str, field: str = "clip") -> None:
 def clip_slug(ref: str) -> str:
     """The name of a CLIP model's sidecar directory ``emb/<slug>/``: ``tiny``, ``toy``, ``ViT-B-32_openai``, a local
     directory's name, or the hub repo."""
-    if ref in ("tiny", "toy"):
+    if ref == "tiny":
         return ref
+    if ref == "toy":
+        # The toy CLIP's recipe in its name: sidecars of an earlier toy CLIP are never read as this one's.
+        return f"toy-{toy_recipe(TOY_CLIP)[:8]}"
     if ref.startswith("hf-hub:"):
         return slugify(ref[len("hf-hub:"):])
     local = clip_local_dir(ref)

@@ -91,7 +91,7 @@ class GeneratedSpec(SourceSpec):
     """A text-to-image generator under one or more prompt strategies; each strategy makes its own collection."""
 
     generator: str = option(check=validate.texts("a model reference: " + refs.ALLOWED_GENERATOR), token="", always=True,
-                            help="'tiny', 'null', random:<config>, a hub id or a local diffusers directory")
+                            help="'toy', 'tiny', 'null', random:<config>, a hub id or a local diffusers directory")
     strategies: tuple[str, ...] = option(("st",), _strategy_list, identity=False)
     per_dataset: tuple[tuple[str, tuple[str, ...]], ...] = option((), _per_dataset, identity=False)
     steps: int = option(25, validate.ints(1, 1000), token="steps{}", always=True)
@@ -124,6 +124,8 @@ class GeneratedSpec(SourceSpec):
     ra_ip_adapter: str | None = option(None, validate.texts("a local IP-Adapter weights file (.safetensors)"),
                                        identity=False)
     ra_ip_scale: float = option(0.5, validate.nums(0.0, 10.0), token="ipscale{}", always=True, when=_ra_ip)
+    # The toy generator's recipe key: a collection made by an earlier toy model is refused, never extended.
+    generator_recipe: str = option("", token="", internal=True, when=lambda spec: spec.generator == "toy")
     ra_ip_adapter_id: str = option("", token="ipa-{}", internal=True, when=_ra_ip)
     ra_retrieved: str = option("", token="from-{}", internal=True, when=_is("ra"))
     ra_retrieved_name: str = option("", token="", internal=True, when=_is("ra"))
@@ -171,6 +173,8 @@ class GeneratedSource(Source):
             augment.check_ip_adapter(spec.ra_ip_adapter, f"{where}.ra_ip_adapter")
 
     def resolve(self, spec: GeneratedSpec, ctx: CheckContext) -> GeneratedSpec:
+        if spec.generator == "toy":
+            spec = replace(spec, generator_recipe=refs.toy_recipe(refs.TOY_GENERATOR))
         if spec.strategy == "ra" and spec.ra_ip_adapter:
             # Workers may run elsewhere: an absolute path; the identity is the weights' digest, not where they lie.
             path = os.path.abspath(spec.ra_ip_adapter)
