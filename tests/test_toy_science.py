@@ -1,7 +1,7 @@
 """Science on the toy world: the quickstart run with the toy models (trained on the digits train split) must show
 signal that random models cannot, and the checks below must catch a collection whose labels are wrong.
 
-Every threshold is far from the measured value (README, "What the quickstart shows"), so these hold on any CPU.
+Every threshold is far from the measured value (README, "What the quickstart prints"), so these hold on any CPU.
 """
 
 from __future__ import annotations
@@ -131,3 +131,30 @@ def test_generated_images_are_of_the_class_they_were_made_for_and_a_permuted_map
     shifted = (classes + 1) % 10
     assert label_alignment(clip, images, shifted, "digits") < 0.2 < aligned
     assert cler_accuracy(emb, (emb_cls + 1) % 10, test_emb, test.labels) < 0.2 < true_cler
+
+
+def test_a_collection_with_a_permuted_label_mapping_scores_near_chance_through_genbench_score(quickstart, tmp_path):
+    """The DT collection copied with every stored class shifted by one (its sidecars' ``cls``), then scored by the
+    product's own path (`genbench score`): CLER and the probe collapse, while the untouched collection scores high."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genbench.engine.scoring import score_collection_dir
+    from genbench.models.refs import clip_slug
+
+    source = Path(_pick(quickstart, "digits", "generated", 16, "dt")["collection"])
+    copy = tmp_path / "permuted"
+    shutil.copytree(source, copy)
+    sidecars = sorted((copy / "emb" / clip_slug("toy")).glob("*.parquet"))
+    assert sidecars
+    for path in sidecars:
+        table = pq.read_table(path)
+        shifted = pa.array((table.column("cls").to_numpy() + 1) % 10, type=table.schema.field("cls").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("cls"), "cls", shifted), path)
+    metrics = ["cler", "linear_probe"]
+    honest = score_collection_dir(str(source), "digits", "toy", metrics=metrics)["scores"]
+    permuted = score_collection_dir(str(copy), "digits", "toy", metrics=metrics)["scores"]
+    for metric in metrics:
+        assert honest[metric] / 100 > 0.6 and permuted[metric] / 100 < 0.2, (metric, honest, permuted)

@@ -35,7 +35,7 @@ def _split_indices(test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 class DigitsSplit(SplitData):
     def __init__(self, split: str, test_fraction: float = 0.3, seed: int = 0, rotate: int = 0,
                  dataset: str = "digits"):
-        if rotate not in ROTATIONS:
+        if isinstance(rotate, bool) or not isinstance(rotate, int) or rotate not in ROTATIONS:
             raise UsageError("loader.rotate", rotate, "one of " + ", ".join(map(str, ROTATIONS)))
         train, test, pixels, target = _split_indices(float(test_fraction), int(seed))
         self.dataset, self.split = dataset, split

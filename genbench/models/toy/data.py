@@ -43,3 +43,15 @@ def toy_corpus(data: TrainingSet) -> list[str]:
     from genbench.prompts.strategies import NP_QUALITY, RD_QUALITY
 
     return [c for per_class in data.captions for c in per_class] + list(RD_QUALITY) + list(NP_QUALITY)
+
+
+def training_inputs(dataset: str) -> dict[str, object]:
+    """What a toy model's training reads besides its config: the split's fingerprint and the corpus (part of the
+    recipe key, so a changed template or strategy word means a new model, never stale weights)."""
+    spec = get_dataset(dataset)
+    split = load_split(spec, "train")
+    from genbench.prompts.strategies import NP_QUALITY, RD_QUALITY
+
+    return {"fingerprint": split.fingerprint, "classes": list(spec.classes), "templates": list(spec.templates),
+            "simple_template": spec.simple_template, "forms": list(_EXTRA_FORMS), "rd": list(RD_QUALITY),
+            "np": list(NP_QUALITY)}

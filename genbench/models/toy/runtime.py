@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -15,18 +16,21 @@ def deterministic(threads: int) -> Iterator[None]:
     """Run the block with ``threads`` intra-op threads and deterministic algorithms, then restore both.
 
     The thread count is fixed rather than taken from the machine, so a 2-core laptop and a 64-core node sum in the
-    same order; results are then identical run to run on one machine (another CPU may differ in the last bits)."""
+    same order; results are then identical run to run on one machine (another CPU may differ in the last bits).
+    The global RNG is forked: the trainers seed it, and the caller's (a worker's) random state stays as it was."""
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True)
     try:
-        yield
+        with torch.random.fork_rng(devices=[]):
+            yield
     finally:
         torch.use_deterministic_algorithms(old_det)
         torch.set_num_threads(old_threads)
 
 
 def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -36,8 +40,6 @@ def file_digest(path: str | Path) -> str:
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up to ``peak``, then cosine decay to zero at ``steps``."""
-    import math
-
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)

@@ -1,8 +1,8 @@
 """Train the toy text-to-image model on the digits train split: the StableDiffusionPipeline structure, small.
 
-Components (``configs/toy-sd.json``): a CLIP text encoder and CLIP BPE tokenizer, a UNet2DConditionModel, and an
-AutoencoderKL with one block, so its latent has the image's own 8x8 size (a pixel-space equivalent that the same
-pipeline code drives). Training follows latent diffusion: first the autoencoder (reconstruction + a small KL term),
+Components (``configs/toy-sd.json``): a CLIP text encoder and CLIP BPE tokenizer (reduced to the toy corpus), a
+UNet2DConditionModel, and an AutoencoderKL with two blocks: 8x8 pixel images, 4x4x4 latents. Training follows latent
+diffusion: first the autoencoder (reconstruction + a small KL term),
 then its latents are scaled to unit variance and the UNet learns to predict the noise (epsilon) given the prompt's
 text-encoder states, trained jointly with the text encoder. Prompts are the forms every strategy sends (templates,
 the bare class name, "a photo of ...", with and without the RD suffix), and some are dropped to "" so classifier-free

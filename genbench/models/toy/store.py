@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -37,8 +38,19 @@ SHIPPED_DIR = Path(__file__).parent / "weights"
 
 
 def recipe_key(name: str, recipe: dict[str, Any] | None = None) -> str:
-    """The hash naming a trained copy: the recipe (default: the shipped config of ``name``) and the trainer version."""
-    return config_hash({"trainer": TRAINER_VERSION, "config": recipe if recipe is not None else load_config(name)})
+    """The hash naming a trained copy: the recipe (default: the shipped config of ``name``), the trainer version and
+    what the trainers read besides it: the training split's fingerprint and the texts the tokenizer and captions come
+    from (the catalog's templates, the strategies' words)."""
+    config = recipe if recipe is not None else load_config(name)
+    return config_hash({"trainer": TRAINER_VERSION, "config": config,
+                        "inputs": _inputs(config.get("train", {}).get("dataset", "digits"))})
+
+
+@functools.lru_cache(maxsize=8)
+def _inputs(dataset: str) -> dict[str, Any]:
+    from genbench.models.toy.data import training_inputs
+
+    return training_inputs(dataset)
 
 
 def _target(name: str, cache_dir: str | None, recipe: dict[str, Any] | None = None) -> Path:
@@ -55,6 +67,7 @@ def shipped_dir(name: str) -> Path | None:
 
 
 def read_record(directory: str | Path) -> dict[str, Any]:
+    """The ``toy_record.json`` of a trained toy model directory: recipe key, training facts, weights' sha256."""
     with open(Path(directory) / RECORD, encoding="utf-8") as f:
         return json.load(f)
 
@@ -68,6 +81,14 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _current(target: Path, key: str) -> bool:
+    """Whether ``target`` holds a complete copy trained from the recipe ``key``."""
+    try:
+        return read_record(target).get("recipe_key") == key
+    except (OSError, ValueError):
+        return False
 
 
 def _trainer(name: str) -> Callable[..., dict[str, Any]]:
@@ -91,10 +112,11 @@ def toy_model_dir(name: str, cache_dir: str | None = None, retrain: bool = False
     if not retrain and target is None and recipe is None and (shipped := shipped_dir(name)) is not None:
         return shipped
     target = Path(target) if target is not None else _target(name, cache_dir, recipe)
-    if not retrain and (target / RECORD).is_file():
+    key = recipe_key(name, recipe)
+    if not retrain and _current(target, key):
         return target
     with _exclusive(target.parent / f".{target.name}.lock"):
-        if not retrain and (target / RECORD).is_file():
+        if not retrain and _current(target, key):
             return target  # another process trained it while this one waited
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -102,15 +124,19 @@ def toy_model_dir(name: str, cache_dir: str | None = None, retrain: bool = False
             config = recipe if recipe is not None else load_config(name)
             start = time.perf_counter()
             facts = _trainer(name)(config, tmp, progress=progress)
-            record = {"model": name, "recipe_key": recipe_key(name, recipe), "trainer_version": TRAINER_VERSION,
+            record = {"model": name, "recipe_key": key, "trainer_version": TRAINER_VERSION,
                       "train_seconds": round(time.perf_counter() - start, 2), **facts}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)
-            if target.exists():  # retrain: the lock is held, so nobody else is reading a half-replaced copy
-                shutil.rmtree(target)
+            # Replacing a copy (retrain): move it aside first, so the target is always either the old complete copy or
+            # the new one; a reader still holding the old files keeps them until it closes them.
+            old = Path(f"{tmp}.old")
+            if target.exists():
+                os.rename(target, old)
             os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
             log.info("trained %s in %.1f s", name, record["train_seconds"])
         finally:
             if tmp.exists():
