@@ -43,7 +43,7 @@ def test_reduced_vocabulary_tokenises_the_corpus_like_clip_and_anything_else_int
 
 
 def test_shipped_weights_are_the_shipped_recipes_and_small():
-    from genbench.models.toy.runtime import file_digest
+    from genbench.models.cache import file_digest
     from genbench.models.toy.store import SHIPPED_DIR, TOY_MODELS, read_record, shipped_dir
 
     total = 0

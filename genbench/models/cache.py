@@ -34,6 +34,15 @@ def config_hash(config: dict[str, Any], length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def build_once(target: Path, builder: Callable[[Path], None], marker: str) -> Path:
     """Make ``target`` exist with ``marker`` inside, calling ``builder(tmp_dir)`` only if it does not.
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 from pathlib import Path
+
+from genbench.models.cache import file_digest  # noqa: F401  (the trainers' records use it)
 from typing import Iterator
 
 import torch
@@ -27,15 +28,6 @@ def deterministic(threads: int) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(old_det)
         torch.set_num_threads(old_threads)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
