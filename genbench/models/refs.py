@@ -1,7 +1,8 @@
 """Model references as strings: what they name, their short names (slugs) and whether their weights are trained.
 
 Everything here is pure string and file-listing work (no torch, no model loaded), so the driver can check every
-reference of a config before it starts Ray or writes anything. The loaders (:mod:`genbench.models.generator`,
+reference of a config before it starts Ray or writes anything. (The toy models' recipe key also fingerprints
+scikit-learn's bundled digits, once per process.) The loaders (:mod:`genbench.models.generator`,
 :mod:`genbench.models.clip`) resolve references with these same rules.
 """
 
@@ -150,7 +151,7 @@ def check_clip(ref: str, field: str = "clip") -> None:
 
 
 def clip_slug(ref: str) -> str:
-    """The name of a CLIP model's sidecar directory ``emb/<slug>/``: ``tiny``, ``toy``, ``ViT-B-32_openai``, a local
+    """The name of a CLIP model's sidecar directory ``emb/<slug>/``: ``tiny``, ``toy-<recipe>``, ``ViT-B-32_openai``, a local
     directory's name, or the hub repo."""
     if ref == "tiny":
         return ref
