@@ -27,12 +27,16 @@ def resolve_cache_dir(cache_dir: str | None) -> str:
     return os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
 
 
-def cache_key(dataset: str, split: str, fingerprint: str, clip_ref: str, preprocess_id: str, normalisation: str = "l2") -> dict[str, Any]:
+def cache_key(dataset: str, split: str, fingerprint: str, clip_ref: str, preprocess_id: str, normalisation: str = "l2",
+              clip_slug: str | None = None) -> dict[str, Any]:
+    """What a cached split embedding depends on. ``clip_slug`` names the exact weights where one reference has had
+    several (the toy CLIP's slug carries its recipe key), as the collections' sidecar directories do."""
     return {
         "dataset": dataset,
         "split": split,
         "data_fingerprint": fingerprint,
         "clip": clip_ref,
+        "clip_slug": clip_slug or clip_ref,
         "preprocess": preprocess_id,
         "normalisation": normalisation,
         "format": FORMAT_VERSION,

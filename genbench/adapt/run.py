@@ -12,6 +12,7 @@ from genbench.adapt.lora import LoRASettings, train_lora
 from genbench.adapt.references import original_shots
 from genbench.adapt.textual_inversion import TISettings, class_token, train_token
 from genbench.catalog import get_dataset
+from genbench.catalog.loaders import load_split
 from genbench.errors import UsageError
 from genbench.seeds import sample_seed
 
@@ -37,14 +38,15 @@ def adapt_dataset(pipe: Any, base: str, dataset: str, method: str, settings: TIS
     store = ClassArtefacts(root, method, {"base": base, "dataset": dataset, "shots": int(shots), "scope": scope,
                                           "run_seed": int(run_seed), "settings": asdict(settings)})
     templates = tuple(spec.templates) + (spec.simple_template,)
+    split = load_split(spec, "train", data_root)
     if scope == "dataset":
-        _adapt_all(pipe, store, dataset, settings, int(shots), run_seed, templates, data_root)
+        _adapt_all(pipe, store, split, spec.classes, settings, int(shots), run_seed, templates)
         return store
     for cls in classes if classes is not None else range(spec.num_classes):
         if store.done(cls):
             continue
         name = spec.classes[cls]
-        images = original_shots(dataset, cls, int(shots), run_seed, data_root)
+        images = original_shots(split, spec.classes, cls, int(shots), run_seed)
         seed = sample_seed(run_seed, dataset, cls, 0, purpose=f"adapt-{method}")
         scratch = store.scratch()
         try:
@@ -65,15 +67,15 @@ def adapt_dataset(pipe: Any, base: str, dataset: str, method: str, settings: TIS
     return store
 
 
-def _adapt_all(pipe: Any, store: ClassArtefacts, dataset: str, settings: LoRASettings, shots: int, run_seed: int,
-               templates: tuple[str, ...], data_root: str | None) -> None:
+def _adapt_all(pipe: Any, store: ClassArtefacts, split: Any, class_names: tuple[str, ...], settings: LoRASettings,
+               shots: int, run_seed: int, templates: tuple[str, ...]) -> None:
     """One LoRA on every class's shots, each image captioned with its own class's templates."""
     if store.done(ALL):
         return
-    spec = get_dataset(dataset)
+    dataset = split.dataset
     images, captions = [], []
-    for cls, name in enumerate(spec.classes):
-        shots_of = original_shots(dataset, cls, shots, run_seed, data_root)
+    for cls, name in enumerate(class_names):
+        shots_of = original_shots(split, class_names, cls, shots, run_seed)
         images += shots_of
         captions += [[t.format(name) for t in templates]] * len(shots_of)
     scratch = store.scratch()

@@ -65,7 +65,7 @@ def train_token(pipe: Any, images: list[Image.Image], token: str, init_text: str
     x0_all = latents(pipe, images)
     schedule = noise_schedule(pipe)
     weight = pipe.text_encoder.get_input_embeddings().weight
-    frozen = [p for p in list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())]
+    frozen = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
     was = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)

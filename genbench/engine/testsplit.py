@@ -69,7 +69,7 @@ def split_embeddings(dataset: str, split_name: str, clip: Any, clip_ref: str, da
                      cache_dir: str | None, pool: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of a real split, cached under a key that names everything the values depend on."""
     split = load_split(get_dataset(dataset), split_name, data_root)
-    key = cache_key(dataset, split_name, split.fingerprint, getattr(clip, "versioned_ref", clip_ref), clip.preprocess_id)
+    key = cache_key(dataset, split_name, split.fingerprint, clip_ref, clip.preprocess_id, clip_slug=clip.slug)
     emb, hit = cached_embeddings(
         resolve_cache_dir(cache_dir), key, lambda: _compute(dataset, split_name, len(split), clip, clip_ref, data_root, cache_dir, pool))
     log.info("%s %s embeddings %s (%s)", dataset, split_name, emb.shape, "cached" if hit else "computed")

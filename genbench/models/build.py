@@ -38,23 +38,33 @@ def built_clip_dir(config_name: str = "tiny-clip", cache_dir: str | None = None)
     """Directory with ``open_clip_config.json`` + safetensors weights, loadable via ``local-dir:``."""
     config = load_config(config_name)
     target = _model_dir(config_name, config, cache_dir)
-    return build_once(target, lambda tmp: _save_open_clip(config, tmp), marker="open_clip_config.json")
+    return build_once(target, lambda tmp: save_open_clip(config, tmp), marker="open_clip_config.json")
 
 
-def _save_sd_pipeline(config: dict[str, Any], out: Path) -> None:
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def sd_modules(config: dict[str, Any], text_overrides: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
+    """(UNet, VAE, text encoder) of a StableDiffusionPipeline config with random weights, one seed per component
+    (seed, seed+1, seed+2), so a change to one component's config leaves the others' weights unchanged.
+    ``text_overrides``: text-encoder config values set by the caller (a reduced vocabulary's size and ids)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    if config.get("pipeline") != "StableDiffusionPipeline":
-        raise ValueError(f"builder supports StableDiffusionPipeline configs, got {config.get('pipeline')!r}")
-    # One seed per component, so a change to one component's config leaves the others' weights unchanged.
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**config["unet"])
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(**config["vae"])
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**config["text_encoder"]))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**{**config["text_encoder"], **(text_overrides or {})}))
+    return unet, vae, text_encoder
+
+
+def _save_sd_pipeline(config: dict[str, Any], out: Path) -> None:
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    if config.get("pipeline") != "StableDiffusionPipeline":
+        raise ValueError(f"builder supports StableDiffusionPipeline configs, got {config.get('pipeline')!r}")
+    unet, vae, text_encoder = sd_modules(config)
     tok_dir = write_clip_tokenizer_files(out / "_bpe")
     tokenizer = CLIPTokenizer.from_pretrained(
         str(tok_dir), model_max_length=config["text_encoder"]["max_position_embeddings"], **config.get("tokenizer", {})
@@ -70,15 +80,19 @@ def _save_sd_pipeline(config: dict[str, Any], out: Path) -> None:
     tok_dir.rmdir()
 
 
-def _save_open_clip(config: dict[str, Any], out: Path) -> None:
+def save_open_clip(config: dict[str, Any], out: Path, model_cfg: dict[str, Any] | None = None,
+                   half: bool = False) -> None:
+    """An open_clip checkpoint with random weights (seeded): ``open_clip_config.json`` and safetensors weights
+    (float16 with ``half``). ``model_cfg``: the architecture, if not the config's own."""
     import open_clip
     from safetensors.torch import save_file
 
-    model_cfg = config["model_cfg"]
+    model_cfg = model_cfg if model_cfg is not None else config["model_cfg"]
     torch.manual_seed(int(config.get("seed", 0)))
     # CLIP(**cfg) is what open_clip's factory instantiates for a config without custom text/timm/hf towers.
     model = open_clip.CLIP(**model_cfg)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous()
+             for k, v in model.state_dict().items()}
     save_file(state, str(out / "open_clip_model.safetensors"))
     meta = {"model_cfg": model_cfg, "preprocess_cfg": config.get("preprocess_cfg", {})}
     (out / "open_clip_config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -69,9 +69,6 @@ class ClipEncoder:
     def __init__(self, ref: str, slug: str, is_tiny: bool, model: Any, preprocess: Callable, tokenizer: Callable,
                  device: torch.device):
         self.ref, self.slug, self.is_tiny = ref, slug, is_tiny
-        # What cache keys name the model by: the reference, plus the recipe where one reference has had several
-        # weights (the toy CLIP's slug carries its recipe key).
-        self.versioned_ref = f"{ref}@{slug}" if ref == "toy" else ref
         self.model, self.preprocess, self.tokenizer, self.device = model, preprocess, tokenizer, device
         self.dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None
                        else model.visual.output_dim)

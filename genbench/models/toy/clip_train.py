@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from genbench.models.bpe import write_clip_tokenizer_files
+from genbench.models.build import save_open_clip
+from genbench.models.cache import file_digest
 from genbench.models.toy.data import toy_corpus, training_set
-from genbench.models.toy.runtime import deterministic, file_digest, learning_rate, save_half
+from genbench.models.toy.runtime import deterministic, learning_rate, save_half
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.
 
 def _save_untrained(config: dict[str, Any], texts: list[str], out: Path) -> None:
     """The initial checkpoint: tokenizer files, ``open_clip_config.json`` with the vocabulary's size, weights."""
-    import open_clip
     from transformers import CLIPTokenizer
 
     files = write_clip_tokenizer_files(out / "_bpe", texts=texts)
@@ -60,11 +61,7 @@ def _save_untrained(config: dict[str, Any], texts: list[str], out: Path) -> None
     model_cfg = json.loads(json.dumps(config["model_cfg"]))
     # Any non-empty hf_tokenizer_name makes open_clip read the tokenizer saved in the local directory itself.
     model_cfg["text_cfg"].update(vocab_size=len(tokenizer), hf_tokenizer_name="local")
-    torch.manual_seed(int(config.get("seed", 0)))
-    model = open_clip.CLIP(**model_cfg)
-    save_half(model.state_dict(), out / "open_clip_model.safetensors")
-    meta = {"model_cfg": model_cfg, "preprocess_cfg": config.get("preprocess_cfg", {})}
-    (out / "open_clip_config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    save_open_clip(config, out, model_cfg, half=True)
 
 
 def train_toy_clip(config: dict[str, Any], out: Path, progress: bool = False) -> dict[str, Any]:
@@ -74,7 +71,7 @@ def train_toy_clip(config: dict[str, Any], out: Path, progress: bool = False) ->
     train = config["train"]
     data = training_set(train.get("dataset", "digits"))
     with deterministic(int(train.get("threads", 2))):
-        _save_untrained(config, toy_corpus(training_set(data.dataset, extra_forms=True)), out)
+        _save_untrained(config, toy_corpus(data.dataset), out)
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}", device="cpu")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
         pp = model.visual.preprocess_cfg

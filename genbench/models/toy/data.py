@@ -28,21 +28,27 @@ class TrainingSet:
 def training_set(dataset: str = "digits", extra_forms: bool = False) -> TrainingSet:
     """The ``train`` split of ``dataset`` with captions from its templates and simple template (and, with
     ``extra_forms``, the bare class name and "a photo of <name>", the forms the ST and ST-photo strategies send)."""
+    split = load_split(get_dataset(dataset), "train")
+    images = [split.image(i) for i in range(len(split))]
+    return TrainingSet(dataset, images, np.asarray(split.labels, dtype=np.int64), split.fingerprint,
+                       class_captions(dataset, extra_forms))
+
+
+def class_captions(dataset: str, extra_forms: bool = False) -> tuple[tuple[str, ...], ...]:
+    """Per class, its captions (see :func:`training_set`); reads the catalog only."""
     spec = get_dataset(dataset)
-    split = load_split(spec, "train")
     forms = list(spec.templates) + [spec.simple_template] + (list(_EXTRA_FORMS) if extra_forms else [])
     # dict.fromkeys keeps the first occurrence: no caption twice, order fixed.
-    captions = tuple(tuple(dict.fromkeys(f.format(name) for f in forms)) for name in spec.classes)
-    images = [split.image(i) for i in range(len(split))]
-    return TrainingSet(dataset, images, np.asarray(split.labels, dtype=np.int64), split.fingerprint, captions)
+    return tuple(tuple(dict.fromkeys(f.format(name) for f in forms)) for name in spec.classes)
 
 
-def toy_corpus(data: TrainingSet) -> list[str]:
-    """The texts the toy tokenizers keep whole words for: every training caption and the words the prompt strategies
-    add (RD's quality words, NP's negatives). Other text still tokenises, into smaller pieces."""
+def toy_corpus(dataset: str) -> list[str]:
+    """The texts the toy tokenizers keep whole words for: every caption either toy model learns from and the words
+    the prompt strategies add (RD's quality words, NP's negatives). Other text still tokenises, into smaller pieces."""
     from genbench.prompts.strategies import NP_QUALITY, RD_QUALITY
 
-    return [c for per_class in data.captions for c in per_class] + list(RD_QUALITY) + list(NP_QUALITY)
+    captions = class_captions(dataset, extra_forms=True)
+    return [c for per_class in captions for c in per_class] + list(RD_QUALITY) + list(NP_QUALITY)
 
 
 def training_inputs(dataset: str) -> dict[str, object]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-
-from genbench.models.cache import file_digest  # noqa: F401  (the trainers' records use it)
 from typing import Iterator
 
 import torch

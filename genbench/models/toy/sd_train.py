@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from genbench.models.bpe import write_clip_tokenizer_files
+from genbench.models.build import sd_modules
+from genbench.models.cache import file_digest
 from genbench.models.toy.data import toy_corpus, training_set
-from genbench.models.toy.runtime import deterministic, file_digest, learning_rate
+from genbench.models.toy.runtime import deterministic, learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +33,15 @@ RD_SUFFIXES = (", sharp focus, highly detailed, hires", ", ((sharp focus)), ((hi
 
 
 def _components(config: dict[str, Any], out: Path, texts: list[str]) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+    from transformers import CLIPTokenizer
 
-    seed = int(config.get("seed", 0))
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**config["unet"])
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(**config["vae"])
     tok_dir = write_clip_tokenizer_files(out / "_bpe", texts=texts)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=config["text_encoder"]["max_position_embeddings"])
     # The reduced vocabulary's size and special ids (BOS, EOS last; padding is EOS, as CLIP's).
-    text_cfg = {**config["text_encoder"], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    unet, vae, text_encoder = sd_modules(config, {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                                                  "eos_token_id": tokenizer.eos_token_id,
+                                                  "pad_token_id": tokenizer.pad_token_id})
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "tok_dir": tok_dir,
             "noise": DDPMScheduler(**config["train_scheduler"]),
             "scheduler": DPMSolverMultistepScheduler(**config["scheduler"])}
@@ -89,7 +85,7 @@ def train_toy_sd(config: dict[str, Any], out: Path, progress: bool = False) -> d
     train = config["train"]
     data = training_set(train.get("dataset", "digits"), extra_forms=True)
     with deterministic(int(train.get("threads", 2))):
-        parts = _components(config, out, toy_corpus(data))
+        parts = _components(config, out, toy_corpus(data.dataset))
         vae, unet, text_encoder, tokenizer, noise = (parts[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "noise"))
         gen = torch.Generator().manual_seed(int(train.get("seed", 0)))
         pixels = _pixels(data.images)
