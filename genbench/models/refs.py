@@ -103,6 +103,12 @@ def toy_recipe(name: str) -> str:
     return recipe_key(name)
 
 
+def generator_recipe(ref: str) -> str:
+    """What fixes a generator reference's weights beyond its name: the toy generator's recipe key (retraining with
+    another recipe keeps the name ``toy``); "" for every other reference, whose name (or directory) is the identity."""
+    return toy_recipe(TOY_GENERATOR) if ref == "toy" else ""
+
+
 def toy_models(refs_used: list[str | None], clip: str | None) -> list[str]:
     """The toy models (``toy-sd``, ``toy-clip``) that generator references ``refs_used`` and ``clip`` name."""
     return ([TOY_GENERATOR] if "toy" in refs_used else []) + ([TOY_CLIP] if clip == "toy" else [])

@@ -125,7 +125,7 @@ class GeneratedSpec(SourceSpec):
                                        identity=False)
     ra_ip_scale: float = option(0.5, validate.nums(0.0, 10.0), token="ipscale{}", always=True, when=_ra_ip)
     # The toy generator's recipe key: a collection made by an earlier toy model is refused, never extended.
-    generator_recipe: str = option("", token="", internal=True, when=lambda spec: spec.generator == "toy")
+    generator_recipe: str = option("", token="", internal=True)
     ra_ip_adapter_id: str = option("", token="ipa-{}", internal=True, when=_ra_ip)
     ra_retrieved: str = option("", token="from-{}", internal=True, when=_is("ra"))
     ra_retrieved_name: str = option("", token="", internal=True, when=_is("ra"))
@@ -173,8 +173,7 @@ class GeneratedSource(Source):
             augment.check_ip_adapter(spec.ra_ip_adapter, f"{where}.ra_ip_adapter")
 
     def resolve(self, spec: GeneratedSpec, ctx: CheckContext) -> GeneratedSpec:
-        if spec.generator == "toy":
-            spec = replace(spec, generator_recipe=refs.toy_recipe(refs.TOY_GENERATOR))
+        spec = replace(spec, generator_recipe=refs.generator_recipe(spec.generator))
         if spec.strategy == "ra" and spec.ra_ip_adapter:
             # Workers may run elsewhere: an absolute path; the identity is the weights' digest, not where they lie.
             path = os.path.abspath(spec.ra_ip_adapter)
