@@ -311,3 +311,39 @@ def test_each_sample_has_its_own_image_prompt_whatever_its_batch(ip_adapter):
     with pytest.raises(UsageError) as err:
         load_generator("tiny", device="cpu").generate(["a"], [None], [1], ip_adapter_images=prompts[:1], **kw)
     assert err.value.field == "ip_adapter_images"
+
+
+def test_ti_learns_from_filtered_retrieved_images_and_a_class_left_without_follows_on_empty(made, index_dir,
+                                                                                            ip_adapter):
+    """Textual inversion on the run's retrieved collection (the paper's Table 3 "TI on retrieved"): each class's
+    retrieved images pass the caption filter (tiny BLIP-2 and BERT) before training; class 9, whose links are all
+    dead, has none: generated without adaptation under on_empty: plain, named in an exit-2 error under fail, with
+    every other class kept."""
+    from genbench.adapt.filtering import NoReferences
+
+    _, out = made
+    adapt = {"method": "ti", "references": "retrieved", "shots": RA_SHOTS, "steps": 2, "batch_size": 2,
+             "filter": {"method": "caption", "captioner": "tiny", "text_model": "tiny", "threshold": -1.0}}
+    ti = {**GEN, "strategies": ["dt"], "adapt": adapt}
+    cfg = _cfg(index_dir, ip_adapter)
+    cfg["sources"] = [ti, _retrieved_entry(index_dir)]
+    job = build_collections(parse_config(cfg), out, progress=False)[0]
+    summary = _manifest(job.uri)["adaptation"]
+    assert summary["references"] == "retrieved" and summary["plain_classes"] == [str(EMPTY_CLASS)]
+    assert all(summary["units"][str(c)] != "plain" for c in range(10) if c != EMPTY_CLASS)
+    records = {n: json.load(open(os.path.join(summary["artefacts"], n)))
+               for n in os.listdir(summary["artefacts"]) if n.endswith(".json")}
+    assert records["c0000.json"]["filter"] == {"0": {"candidates": RA_SHOTS, "kept": RA_SHOTS}}
+    for s in _read(job.uri):
+        meta = s["json"]
+        named = meta["class_name"] if int(s["cls"]) == EMPTY_CLASS else f"<|digits_{meta['class_name']}|>"
+        assert named in meta["prompt"], meta["prompt"]
+
+    cfg["sources"][0] = {**ti, "adapt": {**adapt, "steps": 3, "on_empty": "fail",
+                                         "filter": {"method": "clip", "threshold": -1.0}}}
+    with pytest.raises(NoReferences) as err:
+        build_collections(parse_config(cfg), out, progress=False)
+    assert err.value.field == "adapt.on_empty" and f"class '{EMPTY_CLASS}'" in str(err.value)
+    ti_dirs = [d for d in os.listdir(os.path.join(out, "digits", "adapt")) if d != os.path.basename(summary["artefacts"])]
+    done = sorted(n for n in os.listdir(os.path.join(out, "digits", "adapt", ti_dirs[0])) if n.endswith(".json"))
+    assert done == [f"c{c:04d}.json" for c in range(10) if c != EMPTY_CLASS]  # the other classes are kept

@@ -33,13 +33,25 @@ class ClassArtefacts:
         stem = "dataset" if int(cls) == ALL else f"c{int(cls):04d}"
         return self.dir / f"{stem}.safetensors", self.dir / f"{stem}.json"
 
-    def done(self, cls: int) -> bool:
+    def record(self, cls: int) -> dict[str, Any] | None:
+        """The finished class's record: its weights' sha256 checked, or a "plain" record (the class had no reference
+        image and is generated without adaptation); None while the class is not done."""
         weights, record = self._paths(cls)
         try:
             facts = json.loads(record.read_text(encoding="utf-8"))
-            return weights.is_file() and facts.get("sha256") == file_digest(weights)
+            if facts.get("plain") is True:
+                return facts
+            return facts if weights.is_file() and facts.get("sha256") == file_digest(weights) else None
         except (OSError, ValueError):
-            return False
+            return None
+
+    def done(self, cls: int) -> bool:
+        return self.record(cls) is not None
+
+    def plain(self, cls: int) -> bool:
+        """Whether a finished class is generated without adaptation (it had no reference image)."""
+        facts = self.record(cls)
+        return bool(facts and facts.get("plain"))
 
     def commit(self, cls: int, weights_file: str | Path, facts: dict[str, Any]) -> Path:
         """Move ``weights_file`` (a safetensors file this process wrote) into place, then write the record."""
@@ -48,19 +60,29 @@ class ClassArtefacts:
         with open(weights_file, "rb") as f:
             os.fsync(f.fileno())
         os.replace(weights_file, weights)
-        body = {**facts, "class": int(cls), "identity": self.identity, "sha256": file_digest(weights)}
+        self._write_record(record, {**facts, "class": int(cls), "identity": self.identity,
+                                    "sha256": file_digest(weights)})
+        return weights
+
+    def commit_plain(self, cls: int, reason: str, facts: dict[str, Any]) -> None:
+        """Record that class ``cls`` is generated without adaptation, and why (no weights file)."""
+        _, record = self._paths(cls)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_record(record, {**facts, "class": int(cls), "identity": self.identity, "plain": True,
+                                    "reason": reason})
+
+    def _write_record(self, record: Path, body: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", dir=self.dir)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(body, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, record)
-        return weights
 
     def weights(self, cls: int, base: str, dataset: str) -> Path:
         """The weights file of a finished class, after checking it was made for ``base`` on ``dataset``."""
         weights, record = self._paths(cls)
-        if not self.done(cls):
+        if not self.done(cls) or self.plain(cls):
             raise UsageError("adapter", str(weights), "a finished adaptation (train it first)")
         made_for = json.loads(record.read_text(encoding="utf-8"))["identity"]
         if made_for.get("base") != base or made_for.get("dataset") != dataset:

@@ -1,14 +1,23 @@
-"""Adapt a generator to a dataset class by class: train what is not done, commit each class, skip the rest."""
+"""Adapt a generator to a dataset class by class: train what is not done, commit each class, skip the rest.
+
+:func:`train_unit` trains and commits one unit (a class, or :data:`ALL` for one LoRA over every class): it is what a
+worker runs for one task of the engine's adaptation stage, and what :func:`adapt_dataset` loops over in-process.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
+
+from PIL import Image
 
 from genbench.adapt.artefacts import ALL, ClassArtefacts
 from genbench.adapt.lora import LoRASettings, train_lora
+from genbench.adapt.filtering import NoReferences, small_references
 from genbench.adapt.references import original_shots
 from genbench.adapt.textual_inversion import TISettings, class_token, train_token
 from genbench.catalog import get_dataset
@@ -21,13 +30,76 @@ log = logging.getLogger(__name__)
 METHODS = ("ti", "lora")
 SCOPES = ("class", "dataset")
 
+References = Callable[[int], list[Image.Image]]
+
+
+def _templates(spec: Any) -> tuple[str, ...]:
+    return tuple(spec.templates) + (spec.simple_template,)
+
+
+def train_unit(pipe: Any, store: ClassArtefacts, dataset: str, method: str, settings: TISettings | LoRASettings,
+               unit: int, references: References, run_seed: int, on_empty: str = "fail",
+               notes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``method`` for class ``unit`` (or every class, ``unit == ALL``: one LoRA) on ``references(cls)`` and
+    commit it; returns the committed record's facts. A class with no reference is committed as plain
+    (``on_empty="plain"``: generated without adaptation) or refused naming it (``"fail"``). ``notes`` (filled by
+    ``references``, e.g. the filter's counts) go into the record."""
+    spec = get_dataset(dataset)
+    classes = range(spec.num_classes) if unit == ALL else [unit]
+    t0 = time.perf_counter()
+    images, captions, empty = [], [], []
+    for cls in classes:
+        got = references(cls)
+        if not got:
+            empty.append(spec.classes[cls])
+        images += got
+        captions += [[t.format(spec.classes[cls]) for t in _templates(spec)]] * len(got)
+    facts: dict[str, Any] = {**(notes or {}), "images": len(images), "small_references": small_references(images),
+                             "pid": os.getpid()}
+    if not images or (empty and unit != ALL):
+        if on_empty != "plain":
+            seen = facts.get("filter", {}).get(empty[0])
+            raise NoReferences(dataset, empty[0], f"0 of {seen['candidates']} retrieved candidate(s) passed the filter"
+                               if seen else "the class has no training image")
+        what = f"{dataset} class {empty[0]!r}" if unit != ALL else f"every class of {dataset}"
+        log.warning("adaptation: %s has no reference image; generated without adaptation (on_empty: plain)", what)
+        store.commit_plain(unit, "no reference image", facts)
+        return {**facts, "plain": True}
+    if empty:
+        log.warning("adaptation: %d class(es) of %s have no reference image: %s", len(empty), dataset,
+                    ", ".join(empty[:10]))
+        facts["classes_without_references"] = empty
+    seed = (sample_seed(run_seed, dataset, 0, 0, purpose="adapt-lora-all") if unit == ALL
+            else sample_seed(run_seed, dataset, unit, 0, purpose=f"adapt-{method}"))
+    scratch = store.scratch()
+    try:
+        if method == "ti":
+            from safetensors.torch import save_file
+
+            name = spec.classes[unit]
+            token = class_token(dataset, name)
+            vector = train_token(pipe, images, token, name, _templates(spec), settings, seed)
+            save_file({token: vector}, str(scratch / "learned_embeds.safetensors"))
+            made, facts["token"] = scratch / "learned_embeds.safetensors", token
+        else:
+            made = train_lora(pipe, images, captions, settings, seed, scratch,
+                              adapter_name="dataset" if unit == ALL else f"c{unit}")
+        facts["seconds"] = round(time.perf_counter() - t0, 3)
+        facts["steps_per_s"] = round(int(settings.steps) / max(facts["seconds"], 1e-9), 3)
+        store.commit(unit, made, facts)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("adapted %s %s (%s, %d images)", dataset, "all classes" if unit == ALL else spec.classes[unit], method,
+             len(images))
+    return facts
+
 
 def adapt_dataset(pipe: Any, base: str, dataset: str, method: str, settings: TISettings | LoRASettings, shots: int,
                   run_seed: int, root: str, classes: list[int] | None = None,
                   data_root: str | None = None, scope: str = "class") -> ClassArtefacts:
     """Train ``method`` (``ti``: one token per class; ``lora``: one adapter per class, or with ``scope="dataset"``
     one adapter for all classes) on each class's first ``shots`` original images; classes (or the dataset) already
-    committed under ``root`` are skipped. Returns the artefact store."""
+    committed under ``root`` are skipped. Returns the artefact store. (The engine runs the same units on its workers.)"""
     if method not in METHODS:
         raise UsageError("adapt.method", method, METHODS)
     if scope not in SCOPES or (scope == "dataset" and method != "lora"):
@@ -37,71 +109,44 @@ def adapt_dataset(pipe: Any, base: str, dataset: str, method: str, settings: TIS
     spec = get_dataset(dataset)
     store = ClassArtefacts(root, method, {"base": base, "dataset": dataset, "shots": int(shots), "scope": scope,
                                           "run_seed": int(run_seed), "settings": asdict(settings)})
-    templates = tuple(spec.templates) + (spec.simple_template,)
     split = load_split(spec, "train", data_root)
-    if scope == "dataset":
-        _adapt_all(pipe, store, split, spec.classes, settings, int(shots), run_seed, templates)
-        return store
-    for cls in classes if classes is not None else range(spec.num_classes):
-        if store.done(cls):
-            continue
-        name = spec.classes[cls]
-        images = original_shots(split, spec.classes, cls, int(shots), run_seed)
-        seed = sample_seed(run_seed, dataset, cls, 0, purpose=f"adapt-{method}")
-        scratch = store.scratch()
-        try:
-            if method == "ti":
-                from safetensors.torch import save_file
 
-                token = class_token(dataset, name)
-                vector = train_token(pipe, images, token, name, templates, settings, seed)
-                save_file({token: vector}, str(scratch / "learned_embeds.safetensors"))
-                store.commit(cls, scratch / "learned_embeds.safetensors", {"token": token, "images": len(images)})
-            else:
-                made = train_lora(pipe, images, [[t.format(name) for t in templates]] * len(images), settings, seed,
-                                  scratch, adapter_name=f"c{cls}")
-                store.commit(cls, made, {"images": len(images)})
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        log.info("adapted %s class %s (%s)", dataset, name, method)
+    def references(cls: int) -> list[Image.Image]:
+        return original_shots(split, spec.classes, cls, int(shots), run_seed)
+
+    units = [ALL] if scope == "dataset" else (classes if classes is not None else range(spec.num_classes))
+    for unit in units:
+        if not store.done(unit):
+            train_unit(pipe, store, dataset, method, settings, unit, references, run_seed)
     return store
-
-
-def _adapt_all(pipe: Any, store: ClassArtefacts, split: Any, class_names: tuple[str, ...], settings: LoRASettings,
-               shots: int, run_seed: int, templates: tuple[str, ...]) -> None:
-    """One LoRA on every class's shots, each image captioned with its own class's templates."""
-    if store.done(ALL):
-        return
-    dataset = split.dataset
-    images, captions = [], []
-    for cls, name in enumerate(class_names):
-        shots_of = original_shots(split, class_names, cls, shots, run_seed)
-        images += shots_of
-        captions += [[t.format(name) for t in templates]] * len(shots_of)
-    scratch = store.scratch()
-    try:
-        made = train_lora(pipe, images, captions, settings, sample_seed(run_seed, dataset, 0, 0, purpose="adapt-lora-all"),
-                          scratch, adapter_name="dataset")
-        store.commit(ALL, made, {"images": len(images)})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    log.info("adapted %s (one LoRA for all classes)", dataset)
 
 
 def apply(pipe: Any, store: ClassArtefacts, base: str, dataset: str, cls: int) -> str:
     """Make the pipeline generate class ``cls`` with its artefact; returns the text that names the class in prompts
-    (the learned token for TI, the class name for LoRA, whose adapter is switched in without reloading the base)."""
+    (the learned token for TI, the class name for LoRA, whose adapter is switched in without reloading the base).
+    A class committed as plain (no reference image) is generated by the base model under its name."""
     method = store.identity["method"]
     unit = ALL if store.identity.get("scope") == "dataset" else cls
-    weights = store.weights(unit, base, dataset)
     name = get_dataset(dataset).classes[cls]
+    if store.plain(unit):
+        if method == "lora" and hasattr(pipe, "disable_lora"):
+            pipe.disable_lora()
+        return name
+    weights = store.weights(unit, base, dataset)
     if method == "ti":
         token = class_token(dataset, name)
         if token not in pipe.tokenizer.get_vocab():
             pipe.load_textual_inversion(str(weights), token=token)
         return token
     adapter = "dataset" if unit == ALL else f"c{cls}"
-    if adapter not in (pipe.get_list_adapters().get("unet", []) if hasattr(pipe, "get_list_adapters") else []):
+    loaded = pipe.get_list_adapters().get("unet", []) if hasattr(pipe, "get_list_adapters") else []
+    if adapter not in loaded:
+        if len(loaded) >= MAX_LOADED_ADAPTERS:  # a worker visits many classes: keep its memory bounded
+            pipe.delete_adapters(list(loaded))
         pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=adapter)
+    pipe.enable_lora()
     pipe.set_adapters([adapter])
     return name
+
+
+MAX_LOADED_ADAPTERS = 8

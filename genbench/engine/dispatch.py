@@ -61,6 +61,9 @@ class _Worker:
     def embed_split(self, *args: Any) -> Any:
         return self.proc.embed_split(*args)
 
+    def adapt(self, *args: Any) -> Any:
+        return self.proc.adapt(*args)
+
 
 @dataclass
 class Outcome:

@@ -18,6 +18,7 @@ import numpy as np
 from genbench.catalog import get_dataset
 from genbench.config import ExperimentConfig
 from genbench.engine import collections as coll
+from genbench.engine.adaptation import adapt_stage
 from genbench.engine.plan import CollectionJob
 from genbench.engine.preflight import check_resources, preflight
 from genbench.engine.scoring import timed_scores
@@ -73,6 +74,7 @@ def _build_locked(cfg: ExperimentConfig, planned: list[Any], make_pool: Callable
             if k:
                 stage = coll.ready(stage, states)
                 _plan(stage, ctx)
+            adapt_stage(stage, pool, cfg.engine.max_retries, progress)
             wall += coll.build(stage, pool, cfg.engine.max_in_flight, cfg.engine.max_retries, progress, cfg.pricing)
         coll.finish(states, cfg.pricing)
         log.info("built %d collection(s) in %.1fs", len(states), wall)

@@ -142,6 +142,11 @@ def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool =
     for i, entry in enumerate(cfg.sources):
         registry.load(entry.ref).check(entry.spec, f"sources[{i}]", ctx)
     planned = plan_jobs(cfg, shards_root, ctx)
+    for p in planned:
+        if getattr(p.job.spec, "adapt", None) is not None and "://" in p.job.uri:
+            raise UsageError("out", shards_root, "a local or shared-filesystem directory for a run that adapts its "
+                                                 "generator (adaptation artefacts are written as files beside the "
+                                                 "collections)")
     from genbench.engine.testsplit import check_split_size
 
     for ds in cfg.datasets:

@@ -100,6 +100,12 @@ class ShardProcessor:
             "pid": os.getpid(),
         }
 
+    def adapt(self, job: Any, unit: int) -> dict[str, Any]:
+        """Train and commit one unit (a class, or the whole dataset) of ``job``'s adaptation; returns its record."""
+        from genbench.sources.adaptation import train_job_unit
+
+        return train_job_unit(job, unit, self.resources)
+
     def embed_split(self, dataset: str, split: str, start: int, stop: int, clip_ref: str, data_root: str | None,
                     cache_dir: str | None) -> np.ndarray:
         from genbench.engine.testsplit import read_images

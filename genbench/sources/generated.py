@@ -9,6 +9,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from genbench import validate
+from genbench.adapt.spec import DATADREAM_SAMPLING, UNADAPTABLE_STRATEGIES, AdaptSpec, parse_adapt
 from genbench.errors import UsageError
 from genbench.models import refs
 from genbench.prompts import (
@@ -21,7 +22,7 @@ from genbench.prompts import (
 )
 from genbench.seeds import sample_seed
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
-from genbench.sources import augment
+from genbench.sources import adaptation, augment
 from genbench.sources.base import (
     CheckContext,
     PlanContext,
@@ -124,6 +125,12 @@ class GeneratedSpec(SourceSpec):
     ra_ip_adapter: str | None = option(None, validate.texts("a local IP-Adapter weights file (.safetensors)"),
                                        identity=False)
     ra_ip_scale: float = option(0.5, validate.nums(0.0, 10.0), token="ipscale{}", always=True, when=_ra_ip)
+    # Knowledge injection (genbench.adapt.spec): the planner records the adaptation's identity in adapt_id.
+    adapt: AdaptSpec | None = option(None, parse_adapt, identity=False,
+                                     help="textual inversion or LoRA learned per class before generating")
+    adapt_id: str = option("", token="adapt-{}", internal=True, when=lambda spec: spec.adapt is not None)
+    adapt_from_uri: str = option("", identity=False, internal=True)
+    adapt_from_name: str = option("", identity=False, internal=True)
     # The toy generator's recipe key: a collection made by an earlier toy model is refused, never extended.
     generator_recipe: str = option("", token="", internal=True)
     ra_ip_adapter_id: str = option("", token="ipa-{}", internal=True, when=_ra_ip)
@@ -152,7 +159,22 @@ class GeneratedSpec(SourceSpec):
         """Whether any dataset's collections use ``strategy``."""
         return strategy in self.strategies or any(strategy in s for _, s in self.per_dataset)
 
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str, kind: str, datasets: tuple[str, ...]) -> "GeneratedSpec":
+        adapt = data.get("adapt")
+        if isinstance(adapt, dict) and adapt.get("method") == "lora":
+            data = {**DATADREAM_SAMPLING, **data}  # DataDream samples its LoRA generator this way
+        return super().parse(data, where, kind, datasets)
+
     def validate(self, where: str, datasets: tuple[str, ...]) -> None:
+        if self.adapt is not None:
+            if self.generator == "null":
+                raise UsageError(f"{where}.adapt", "null", "a diffusers generator to adapt (generator null makes "
+                                                           "blank images)")
+            for strategy in UNADAPTABLE_STRATEGIES:
+                if self.uses(strategy):
+                    raise UsageError(f"{where}.strategies", strategy, "strategies whose prompts can name a learned "
+                                                                      "class (CE's T5 model never saw the token)")
         for ds, _ in self.per_dataset:
             if ds not in datasets:
                 raise UsageError(f"{where}.per_dataset.{ds}", ds, "a dataset listed in 'datasets'")
@@ -183,17 +205,23 @@ class GeneratedSource(Source):
 
     def link(self, spec: GeneratedSpec, entry_spec: GeneratedSpec, where: str, dataset: str,
              upstream: list[Upstream]) -> tuple[GeneratedSpec, tuple[str, ...]]:
-        """RA reads a retrieved collection of the run (:func:`genbench.sources.augment.link_ra`); others read none."""
-        if spec.strategy != "ra":
-            return spec, ()
-        return augment.link_ra(spec, entry_spec, where, dataset, upstream)
+        """RA reads a retrieved collection of the run (:func:`genbench.sources.augment.link_ra`), as does adaptation
+        on retrieved references (:func:`genbench.sources.adaptation.link_adapt`), which also names the adaptation."""
+        after: tuple[str, ...] = ()
+        if spec.strategy == "ra":
+            spec, after = augment.link_ra(spec, entry_spec, where, dataset, upstream)
+        if spec.adapt is not None:
+            spec, more = adaptation.link_adapt(spec, where, dataset, upstream)
+            after = tuple(dict.fromkeys(after + more))
+        return spec, after
 
     def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],
                    ctx: PlanContext) -> SlotPlan:
         return augment.plan_ra(job, pending, done) if job.spec.strategy == "ra" else SlotPlan(pending)
 
     def needs_train_split(self, spec: GeneratedSpec) -> bool:
-        return spec.strategy == "tig"  # img2img starts from k-shot originals
+        # img2img starts from k-shot originals; adaptation learns from them
+        return spec.strategy == "tig" or (spec.adapt is not None and spec.adapt.references == "original")
 
     def untrained(self, spec: GeneratedSpec) -> list[str]:
         found = [f"generator {spec.generator}"] if refs.generator_untrained(spec.generator) else []
@@ -203,7 +231,7 @@ class GeneratedSource(Source):
         spec = job.spec
         ip_adapter = spec.ra_ip_adapter if spec.strategy == "ra" else None
         return resources.generator(spec.generator, spec.dtype, spec.scheduler, spec.compile, job.cache_dir,
-                                   ip_adapter=ip_adapter)
+                                   ip_adapter=ip_adapter, instance=spec.adapt_id)
 
     def warm(self, job: Any, resources: Any) -> None:
         self._generator(job, resources)
@@ -225,8 +253,10 @@ class GeneratedSource(Source):
             init, missing = augment.ra_starts(task)
         gone = set(missing)
         members = [m for m in task.members() if m not in gone]
-        out = generate_samples(self._generator(job, resources), get_dataset(job.dataset), members, job.run_seed,
-                               spec, enhancer=enhancer, init_image=init)
+        generator = self._generator(job, resources)
+        namer = adaptation.class_namer(job, generator) if spec.adapt is not None else None
+        out = generate_samples(generator, get_dataset(job.dataset), members, job.run_seed,
+                               spec, enhancer=enhancer, init_image=init, class_text=namer)
         augment.skip_missing(out, missing, spec)
         return out
 
@@ -251,13 +281,17 @@ InitImage = Callable[[int, int], "Image.Image | tuple[Image.Image, dict[str, Any
 
 
 def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], run_seed: int, options: GeneratedSpec,
-                     enhancer: Any = None, init_image: InitImage | None = None) -> ShardSamples:
+                     enhancer: Any = None, init_image: InitImage | None = None,
+                     class_text: Callable[[int], str] | None = None) -> ShardSamples:
     """Generate the samples of ``members`` in micro-batches of ``options.batch_size``.
 
     The batches depend only on the shard's slots, never on the worker, so a retried shard is made the same way.
     ``init_image(cls, shot)`` supplies the image a sample starts from (TIG: an original; RA: a retrieved image, with
     the json fields that name it), else None; a slot whose image cannot be read is skipped (counted, logged, in the
     shortfall). RA with IP-Adapter weights uses it as the image prompt instead of the img2img start.
+    ``class_text(cls)`` (an adapted generator) switches the pipeline to class ``cls``'s artefact and returns the text
+    that names it in the sample's prompt (a learned token); other classes named in it (NP's negatives) keep their
+    names. Per-class LoRA adapters apply to a whole batch, so then each batch holds one class.
     """
     strategy = options.strategy
     out = ShardSamples([])
@@ -273,10 +307,10 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
             inits[slot], named[slot] = got if isinstance(got, tuple) else (got, {})
         members = [m for m in members if m in inits]
     samples = out.samples
-    for start in range(0, len(members), options.batch_size):
-        chunk = members[start : start + options.batch_size]
-        prompts = [make_prompt(strategy, spec, c, k, run_seed, enhancer=enhancer, emphasis=options.emphasis,
-                               ce_prepend=options.ce_prepend) for c, k in chunk]
+    for chunk in _batches(members, options):
+        names = {c: class_text(c) for c in dict.fromkeys(c for c, _ in chunk)} if class_text else {}
+        prompts = [make_prompt(strategy, _naming(spec, c, names.get(c)), c, k, run_seed, enhancer=enhancer,
+                               emphasis=options.emphasis, ce_prepend=options.ce_prepend) for c, k in chunk]
         seeds = [sample_seed(run_seed, spec.name, c, k) for c, k in chunk]
         kwargs: dict[str, Any] = {}
         if "rd" in strategy.split("+") and options.emphasis == "weighted":
@@ -305,7 +339,28 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
                 "generator": options.generator,
                 "strategy": strategy,
                 **named.get((cls, shot), {}),
+                **({"adaptation": options.adapt_id} if options.adapt_id else {}),
             }
             samples.append(Sample(cls, shot, encode_image(image, options.image_format, options.jpeg_quality),
                                   options.image_format, meta))
+    position = {m: i for i, m in enumerate(members)}
+    samples.sort(key=lambda smp: position[(smp.cls, smp.shot)])  # per-class batches: back to the shard's order
     return out
+
+
+def _batches(members: list[tuple[int, int]], options: GeneratedSpec) -> list[list[tuple[int, int]]]:
+    """Micro-batches of ``options.batch_size`` in the shard's order; of one class each under per-class LoRA."""
+    size = options.batch_size
+    if options.adapt is not None and options.adapt.method == "lora" and options.adapt.scope == "class":
+        by_class: dict[int, list[tuple[int, int]]] = {}
+        for m in members:
+            by_class.setdefault(m[0], []).append(m)
+        return [group[i : i + size] for group in by_class.values() for i in range(0, len(group), size)]
+    return [members[i : i + size] for i in range(0, len(members), size)]
+
+
+def _naming(spec: Any, cls: int, text: str | None) -> Any:
+    """The dataset spec with class ``cls`` named ``text`` (the others unchanged), for one sample's prompt."""
+    if text is None or text == spec.classes[cls]:
+        return spec
+    return replace(spec, classes=spec.classes[:cls] + (text,) + spec.classes[cls + 1 :])

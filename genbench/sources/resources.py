@@ -60,10 +60,11 @@ class Resources:
         return self.cached(("clip", ref), make)
 
     def generator(self, ref: str, dtype: str | None, scheduler: str, compile: bool, cache_dir: str | None,
-                  ip_adapter: str | None = None) -> Any:
+                  ip_adapter: str | None = None, instance: str = "") -> Any:
         """A :class:`genbench.models.generator.ImageGenerator`; with ``ip_adapter`` (a weights file) a pipeline of its
         own that takes image prompts (an IP-Adapter changes the UNet's attention, so it is never shared with plain
-        text-to-image)."""
+        text-to-image). ``instance``: a pipeline of its own under that name (an adaptation's learned tokens and
+        adapters stay out of every other collection's pipeline)."""
 
         def make() -> Any:
             from genbench.models.generator import load_generator
@@ -71,7 +72,8 @@ class Resources:
             return load_generator(ref, device=self.device, dtype=dtype, cache_dir=cache_dir, scheduler=scheduler,
                                   compile=compile, ip_adapter=ip_adapter)
 
-        key = ("generator", ref, dtype, scheduler, compile) + ((ip_adapter,) if ip_adapter else ())
+        key = ("generator", ref, dtype, scheduler, compile) + ((ip_adapter,) if ip_adapter else ()) + (
+            (instance,) if instance else ())
         return self.cached(key, make)
 
     def enhancer(self, ref: str, cache_dir: str | None) -> Any:
