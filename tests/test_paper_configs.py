@@ -36,7 +36,7 @@ def _by_kind(cfg: ExperimentConfig) -> dict[str, object]:
 def test_every_table_and_figure_has_a_config_that_says_what_it_reproduces():
     names = sorted(p.stem for p in PAPER.glob("*.yaml"))
     assert names == ["fig11-rn50", "fig11-vit-b-16", "fig11-vit-b-32", "fig11-vit-l-14", "fig2-fig3", "fig4", "fig5",
-                     "fig6", "fig9", "table2"]
+                     "fig6", "fig9", "table2", "table3-ti"]
     for path in PAPER.glob("*.yaml"):
         head = path.read_text().splitlines()[0]
         what = path.stem.replace("table", "Table ").replace("fig", "Fig. ").split("-")[0]
@@ -56,6 +56,21 @@ def test_table2_is_sd21_base_under_the_seven_strategies_on_22_datasets_at_20_sho
     assert {"zeroshot", "cler", "cler_text"} <= set(cfg.metrics)
     assert (cfg.pricing.usd_per_hour, cfg.pricing.cpu_usd_per_hour, cfg.pricing.labelling_usd_per_image) == (
         1.47, 0.21, 1.2e-2)
+
+
+def test_table3_is_plain_sd_against_ti_on_5_original_shots_and_on_filtered_retrieved_images():
+    cfg = _cfg("table3-ti")
+    assert len(cfg.datasets) == 17 and set(cfg.datasets) < set(TABLE2_DATASETS) and cfg.clip == "ViT-B-32:openai"
+    gens = [s.spec for s in cfg.sources if s.kind == "generated"]
+    assert all(g.generator == SD21 and g.shots == (5, 100) and g.strategies == ("dt",) for g in gens)
+    plain, original, retrieved = (g.adapt for g in gens)
+    assert plain is None
+    assert (original.method, original.references, original.shots, original.steps) == ("ti", "original", 5, 1000)
+    assert (retrieved.method, retrieved.references, retrieved.shots, retrieved.steps) == ("ti", "retrieved", 100, 1000)
+    f = retrieved.filter
+    assert (f.method, f.threshold, f.captioner, f.text_model) == ("caption", 0.8, "Salesforce/blip2-opt-2.7b",
+                                                                    "bert-base-uncased")
+    assert [s.spec.shots for s in cfg.sources if s.kind == "retrieved"] == [(100,)]
 
 
 def test_fig2_fig3_sweep_three_sources_from_1_to_500_shots_as_prefixes():

@@ -110,6 +110,31 @@ def test_table2_without_paper_and_partial_means():
     assert "(" not in md.split("\n\n")[1].split("- ")[0].replace("(%)", "")  # no paper values in the cells
 
 
+def test_table3_sets_plain_generation_beside_ti_on_retrieved_and_original_with_the_paper_means():
+    from genbench.report.table3 import table3
+
+    base = {"source": "generated", "generator": "stabilityai/stable-diffusion-2-1-base", "strategy": "dt",
+            "clip": "ViT-B-32:openai"}
+    adapted = {"ti-original": {"method": "ti", "references": "original"},
+               "ti-retrieved": {"method": "ti", "references": "retrieved"}}
+    recs = []
+    for d, offset in (("dtd", 0.0), ("eurosat", 10.0)):
+        for shots in (5, 100):
+            for column, cler in (("plain", 40.0), ("ti-retrieved", 41.0), ("ti-original", 45.0)):
+                recs.append({**base, "dataset": d, "shots": shots, "scores": {"cler": cler + offset + shots / 100},
+                             **({"adaptation": adapted[column]} if column != "plain" else {})})
+    assert "configs/paper/table3-ti.yaml" in table3(recs[:1])  # no adapted record: says which config makes them
+    t = table3(recs, with_paper=True)
+    assert [g for g, _ in t.groups] == ["5-shot generation", "100-shot generation"]
+    assert [label for label, _ in t.groups[0][1]] == ["plain", "+TI retrieved", "+TI original"]
+    assert [label for label, _ in t.rows] == ["dtd", "eurosat", "Mean"]
+    dtd = t.rows[0][1]
+    assert [c.value for c in dtd[:3]] == pytest.approx([40.05, 41.05, 45.05]) and dtd[2].mark == "best"
+    mean = t.rows[2][1]
+    assert mean[0].value == pytest.approx(45.05) and mean[0].paper == 45.92 and mean[5].paper == 53.90
+    assert all(c.paper is None for c in t.rows[0][1])  # the paper reports Table 3's means only
+
+
 def _stats(res, kind):
     return next(p["stats"] for p in res["plots"] if p["kind"] == kind)
 

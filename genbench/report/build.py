@@ -14,6 +14,7 @@ from genbench.report.document import Block, Bullets, Heading, Notice, Para, Plot
 from genbench.report.load import merge_results
 from genbench.report.records import notice, toy_notice, untrained
 from genbench.report.table2 import GroupedTable, table2
+from genbench.report.table3 import table3
 from genbench.report.tables import dataset_table
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,13 @@ def _table2(records: list[dict[str, Any]], with_paper: bool) -> list[Block]:
         return blocks + [Para("Per column, bold marks the best value and underline (italic in markdown) the second "
                               "best. Column labels abbreviate the datasets (hover for the full name)."), t]
     return blocks + [Para(f"Table 2: not drawn: {t}.")]
+
+
+def _table3(records: list[dict[str, Any]], with_paper: bool) -> list[Block]:
+    t = table3(records, with_paper)
+    if not isinstance(t, GroupedTable):
+        return []  # a run without adaptation: nothing to say
+    return [Heading(2, "Table 3: CLER of generated data with knowledge injection"), t]
 
 
 def _tables(records: list[dict[str, Any]]) -> list[Block]:
@@ -94,6 +102,7 @@ def build_report(results_dirs: list[str], out_dir: str, paper: bool = False) -> 
     if merged.notes:
         blocks.append(Bullets(merged.notes))
     blocks += _table2(records, paper)
+    blocks += _table3(records, paper)
     for heading, items in sections:
         blocks += [Heading(2, heading), *items]
     blocks += cost_blocks(records)

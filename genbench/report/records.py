@@ -78,6 +78,10 @@ def build_record(
         record["eval_seconds"] = {k: float(v) for k, v in eval_seconds.items()}
     if "mts" in manifest:
         record["mts"] = manifest["mts"]
+    adapted = manifest.get("adaptation")
+    if adapted:  # knowledge injection: which method, learned from which images (Table 3's columns)
+        record["adaptation"] = {k: adapted.get(k) for k in ("id", "method", "references", "plain_classes",
+                                                            "small_references")}
     return record
 
 

@@ -191,6 +191,8 @@ class GeneratedSource(Source):
 
     def check(self, spec: GeneratedSpec, where: str, ctx: CheckContext) -> None:
         refs.check_generator(spec.generator, f"{where}.generator")
+        if spec.adapt is not None and spec.adapt.filter is not None:
+            spec.adapt.filter.check_models()  # the captioner and text model are there (offline: in the local cache)
         if spec.ra_ip_adapter and spec.uses("ra"):
             augment.check_ip_adapter(spec.ra_ip_adapter, f"{where}.ra_ip_adapter")
 
