@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from genbench import cli_finetune
 from genbench.errors import GenbenchError, ShardFailures, UsageError
 
 log = logging.getLogger("genbench")
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--ship", action="store_true",
                     help="write the weights into the package (genbench/models/toy/weights/) instead of the cache")
     tt.add_argument("--cache-dir", help="model cache (default: $GENBENCH_CACHE or ~/.cache/genbench)")
+    cli_finetune.add_parser(sub)  # `genbench finetune`: its parser and handler live in their own module
     return p
 
 
@@ -367,6 +369,7 @@ _COMMANDS = {
     "datasets": _cmd_datasets,
     "report": _cmd_report,
     "toy": _cmd_toy,
+    "finetune": cli_finetune.run,
 }
 
 
