@@ -87,6 +87,7 @@ class ExperimentConfig:
     inception_weights: str | None = None  # local safetensors file of Inception-v3, needed by metrics: [fid]
     # A test split whose size differs from the catalog's is refused unless this says it is a known subset.
     accept_test_subset: bool = False
+    finetune: Any = None  # genbench.finetune.settings.FinetunePlan: CLIP fine-tuned on the collections (Fig. 10)
 
     @property
     def clip_slug(self) -> str | None:
@@ -199,6 +200,10 @@ def parse_config(data: Any, where: str = "config") -> ExperimentConfig:
         kw["engine"] = _parse_engine(data["engine"])
     if "pricing" in data:
         kw["pricing"] = _parse_pricing(data["pricing"])
+    if data.get("finetune") is not None:
+        from genbench.finetune.settings import parse_finetune
+
+        kw["finetune"] = parse_finetune(data["finetune"], tuple(source_registry.known_kinds()))
     return ExperimentConfig(**kw)
 
 

@@ -116,7 +116,7 @@ def test_a_killed_worker_loses_no_finished_class_and_only_its_class_is_redone(bu
     from genbench.engine import dispatch
 
     root = str(tmp_path / "shards")
-    cfg = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 40}}])
+    cfg = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 20}}])
     adapt_root = os.path.join(root, DATASET, "adapt")
     at_kill: dict[str, int] = {}
     killed: list[int] = []

@@ -124,3 +124,29 @@ def test_cli_finetune_writes_its_record_through_a_ray_task(collection, tmp_path,
     assert record["n_collection"] == 160 and record["n_original"] == 20  # the real k-shot images mixed in
     assert record["settings"]["lr"] == 1e-3 and record["settings"]["mode"] == "lora"
     assert len(record["validation"]) == 3 and record["n_test"] == 540
+
+
+def test_a_run_with_a_finetune_block_scores_each_collection_and_the_report_draws_fig10(ray_local, tmp_path):
+    """A config's `finetune:` block: after the worker pool is gone, one Ray task per collection prefix it names;
+    each record carries scores.finetune and how it was chosen, and the report draws Fig. 10 from them."""
+    from genbench.config import parse_config
+    from genbench.engine.experiment import run_experiment
+    from genbench.report.build import build_report
+
+    cfg = parse_config({"name": "ft-run", "datasets": ["digits"], "clip": "toy", "shard_size": 80,
+                        "sources": [{"source": "original", "shots": [4, 8]}], "metrics": ["zeroshot", "cler"],
+                        "finetune": {"shots": [8], "lr": 1e-3, "epochs": 2}, "engine": {"workers": 1}})
+    records = run_experiment(cfg, str(tmp_path / "out"), progress=False)
+    by_shots = {r["shots"]: r for r in records}
+    assert "finetune" not in by_shots[4]["scores"]  # only the shot counts the block names
+    tuned = by_shots[8]
+    assert 50.0 < tuned["scores"]["finetune"] <= 100.0 and 1 <= tuned["finetune"]["chosen_epoch"] <= 2
+    assert json.load(open(tmp_path / "out" / "results.json"))[1]["scores"]["finetune"] == tuned["scores"]["finetune"]
+    res = build_report([str(tmp_path / "out")], str(tmp_path / "report"))
+    assert any(p["kind"] == "fig10" for p in res["plots"])
+    with pytest.raises(UsageError, match=r"finetune\.sources\[0\]"):
+        parse_config({"name": "x", "datasets": ["digits"], "sources": [{"source": "original", "shots": 2}],
+                      "finetune": {"sources": ["synthetic"]}})
+    with pytest.raises(UsageError, match=r"finetune\.rank"):
+        parse_config({"name": "x", "datasets": ["digits"], "sources": [{"source": "original", "shots": 2}],
+                      "finetune": {"rank": 0}})

@@ -35,8 +35,8 @@ def _by_kind(cfg: ExperimentConfig) -> dict[str, object]:
 
 def test_every_table_and_figure_has_a_config_that_says_what_it_reproduces():
     names = sorted(p.stem for p in PAPER.glob("*.yaml"))
-    assert names == ["fig11-rn50", "fig11-vit-b-16", "fig11-vit-b-32", "fig11-vit-l-14", "fig2-fig3", "fig4", "fig5",
-                     "fig6", "fig9", "table2", "table3-ti"]
+    assert names == ["fig10", "fig11-rn50", "fig11-vit-b-16", "fig11-vit-b-32", "fig11-vit-l-14", "fig2-fig3", "fig4",
+                     "fig5", "fig6", "fig9", "table2", "table3-ti"]
     for path in PAPER.glob("*.yaml"):
         head = path.read_text().splitlines()[0]
         what = path.stem.replace("table", "Table ").replace("fig", "Fig. ").split("-")[0]
@@ -71,6 +71,14 @@ def test_table3_is_plain_sd_against_ti_on_5_original_shots_and_on_filtered_retri
     assert (f.method, f.threshold, f.captioner, f.text_model) == ("caption", 0.8, "Salesforce/blip2-opt-2.7b",
                                                                     "bert-base-uncased")
     assert [s.spec.shots for s in cfg.sources if s.kind == "retrieved"] == [(100,)]
+
+
+def test_fig10_fine_tunes_clip_on_5_shot_generated_and_original_data():
+    cfg = _cfg("fig10")
+    assert len(cfg.datasets) == 4 and cfg.clip == "ViT-B-32:openai"
+    src = _by_kind(cfg)
+    assert src["generated"].shots == (5,) and src["original"].shots == (5,)
+    assert cfg.finetune.shots == (5,) and cfg.finetune.settings.mode == "lora" and cfg.finetune.wants("generated", 5)
 
 
 def test_fig2_fig3_sweep_three_sources_from_1_to_500_shots_as_prefixes():

@@ -24,7 +24,7 @@ from genbench.report.table2 import grouped_markdown, table2
 from genbench.report.tables import BEST, SECOND
 from tests.synthetic_results import BACKBONES, CLIP, GRID_DATASETS, STRATEGIES, synthetic_records, write_synthetic
 
-KINDS = {"gain", "shots", "quality", "eval_time", "mts", "fig9", "fig11", "grid"}
+KINDS = {"gain", "shots", "quality", "eval_time", "mts", "fig9", "fig10", "fig11", "grid"}
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,10 @@ def run_experiment(cfg: ExperimentConfig, out: str, address: str | None = None, 
                 records.append(build_record(dataset=dataset, job=job_info, shots=k, clip=cfg.clip,
                                             n_train=int(inputs.counts.sum()), n_test=len(labels), scores=scores,
                                             manifest=manifest, eval_seconds=seconds))
+    if cfg.finetune is not None:
+        from genbench.engine.finetune import finetune_records
+
+        finetune_records(cfg, records)
     write_results(out, records, cfg.storage_options)
     return records
 

@@ -81,3 +81,35 @@ def finetune_on_ray(collection: str, clip_ref: str | None = None, settings: Fine
         if isinstance(cause, GenbenchError):
             raise cause from None
         raise
+
+
+def finetune_records(cfg: Any, records: list[dict[str, Any]]) -> None:
+    """A run's ``finetune:`` block: one Ray task per (collection, shot count) it names, all in flight together (each
+    with a GPU when the cluster has one); each record gets ``scores.finetune`` and the run's details under
+    ``finetune`` (chosen epoch, validation curve, settings). Called once the worker pool is gone, so the tasks get
+    the devices it held."""
+    import ray
+
+    plan = cfg.finetune
+    wanted = [r for r in records if plan.wants(str(r.get("source")), int(r["shots"]))]
+    if not wanted:
+        return
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    cpus = float(cfg.engine.cpus_per_worker)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_task)
+    log.info("fine-tuning CLIP on %d collection prefix(es) (%g CPU, %g GPU each)", len(wanted), cpus, gpus)
+    refs = [remote.remote({"collection": r["collection"], "clip_ref": cfg.clip, "settings": plan.settings,
+                           "shots": int(r["shots"]), "data_root": cfg.data_root, "cache_dir": cfg.cache_dir,
+                           "storage_options": dict(cfg.storage_options),
+                           "accept_test_subset": cfg.accept_test_subset}, cpus) for r in wanted]
+    for rec, ref in zip(wanted, refs):
+        try:
+            got = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, GenbenchError):
+                raise cause from None
+            raise
+        rec["scores"]["finetune"] = got["scores"]["finetune"]
+        rec["finetune"] = {k: got[k] for k in ("chosen_epoch", "validation", "settings", "n_train", "n_val", "steps",
+                                               "train_seconds", "device")}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genbench import validate
+from genbench.errors import UsageError
 
 MODES = ("lora", "full")
 # A learning rate that suits each mode when none is given (FLYP fine-tunes whole CLIP models at 1e-5; LoRA adapters
@@ -81,3 +82,36 @@ class FinetuneSettings:
         if unknown:
             validate.keys({k: options[k] for k in unknown}, names, "finetune.")
         return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """A run's ``finetune:`` block: fine-tune CLIP on each collection of the listed ``sources`` kinds (all when empty)
+    at the listed ``shots`` (every scored shot count when empty), with ``settings``; the record of each gets the
+    fine-tuned test score as ``scores.finetune`` (the paper's Fig. 10)."""
+
+    settings: FinetuneSettings = FinetuneSettings()
+    shots: tuple[int, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def wants(self, source: str, shots: int) -> bool:
+        return (not self.sources or source in self.sources) and (not self.shots or shots in self.shots)
+
+
+def parse_finetune(data: Any, kinds: tuple[str, ...]) -> FinetunePlan | None:
+    """The ``finetune:`` block of a config (``kinds``: the source kinds a config may name)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise UsageError("finetune", data, "a mapping of fine-tuning settings (or nothing)")
+    names = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "threads"]
+    validate.keys(data, names + ["shots", "sources"], "finetune.")
+    shots = validate.shots(data["shots"], "finetune.shots") if "shots" in data else ()
+    sources = data.get("sources", [])
+    sources = [sources] if isinstance(sources, str) else sources
+    if not isinstance(sources, list):
+        raise UsageError("finetune.sources", sources, "a list of source kinds: " + ", ".join(kinds))
+    for i, kind in enumerate(sources):
+        validate.choice(kind, f"finetune.sources[{i}]", kinds)
+    settings = FinetuneSettings.from_options(**{k: v for k, v in data.items() if k not in ("shots", "sources")})
+    return FinetunePlan(settings, tuple(shots), tuple(dict.fromkeys(sources)))

@@ -75,6 +75,7 @@ def _figures(records: list[dict[str, Any]], out_dir: str) -> list[tuple[str, lis
         ("Evaluation time per metric (Fig. 5)", plots.fig5_eval_time(records, out_dir)),
         ("Generated data's CLER gain against mean text similarity (Fig. 6)", scatter.fig6_mts(records, out_dir)),
         ("CLER against linear probe: original and retrieved data (Fig. 9)", scatter.fig9_real(records, out_dir)),
+        ("CLER against fine-tuned CLIP (Fig. 10)", scatter.fig10_finetune(records, out_dir)),
         ("CLER against linear probe per CLIP backbone (Fig. 11)", scatter.fig11_backbones(records, out_dir)),
         ("Images per class and strategy (Fig. 7 style)", grids.image_grids(records, out_dir)),
     ]

@@ -75,6 +75,7 @@ PAPER_GENERATORS = {"sd21-base": "SD", "sd21": "SD", "glide": "GLIDE", "glide-ba
 FIG4_LEFT_OUT = ("pcam", "rendered_sst2", "fer2013", "hateful_memes")
 FIG4_SHOTS = 100
 FIG9_SHOTS = 5
+FIG10_SHOTS = 5
 FIG11_SHOTS = 5
 # Fig. 11's backbones in the paper's order, by open_clip architecture name.
 BACKBONE_ORDER = ("RN50", "RN101", "ViT-B-32", "ViT-B-16", "ViT-L-14")
@@ -89,6 +90,7 @@ CONFIGS = {
     "fig5": "configs/paper/fig5.yaml",
     "fig6": "configs/paper/fig6.yaml",
     "fig9": "configs/paper/fig9.yaml",
+    "fig10": "configs/paper/fig10.yaml",
     "fig11": "configs/paper/fig11-*.yaml",
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from genbench.report.document import Plot
-from genbench.report.paper import (BACKBONE_ORDER, CONFIGS, FIG4_LEFT_OUT, FIG4_SHOTS, FIG9_SHOTS, FIG11_SHOTS, GROUPS,
+from genbench.report.paper import (BACKBONE_ORDER, CONFIGS, FIG4_LEFT_OUT, FIG4_SHOTS, FIG9_SHOTS, FIG10_SHOTS, FIG11_SHOTS, GROUPS,
                                    TABLE2_SHOTS, backbone, group_of, short_name)
 from genbench.report.plots import caption_untrained, figure, group_colour, group_legend, save
 from genbench.report.select import Pick, gain, mts_by_dataset, pick
@@ -30,6 +30,7 @@ AXIS = {
     "fd_clip": "Fréchet distance, CLIP features",
     "fid": "FID (Inception)",
     "linear_probe": "linear probe (%)",
+    "finetune": "fine-tuned CLIP (%)",
 }
 
 
@@ -192,6 +193,24 @@ def fig9_real(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
     if missing:
         cap += f" No {' or '.join(missing)} records with a linear probe ({CONFIGS['fig9']} makes both)."
     return [Plot("fig9", title, name, alt, caption_untrained(cap, flag), stats=stats)]
+
+
+def fig10_finetune(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 10: CLER (x) against the accuracy of CLIP fine-tuned on the data (y), 5-shot generated and original."""
+    title = "CLER against fine-tuned CLIP for generated and original data (Fig. 10)"
+    picks = [p for p in (pick(records, s, prefer_shots=(FIG10_SHOTS,), needs=("finetune",))
+                         for s in ("generated", "original")) if p]
+    panels = [Panel(f"{p.label}, {p.shots} shots", AXIS["cler"], _points(p, "cler", "finetune")) for p in picks]
+    panels = [pn for pn in panels if pn.points]
+    if not panels:
+        return [Plot("fig10", title, skipped="no generated or original record with CLER and a fine-tuned CLIP score: "
+                                             f"{CONFIGS['fig10']} produces them")]
+    flag = any(p.untrained for p in picks)
+    name, stats = _draw(panels, AXIS["finetune"], out_dir, "fig10_finetune.png",
+                        f"CLIP {backbone(picks[0].clip)}", flag)
+    alt = (f"{len(panels)} scatter plot(s): CLER (x) against fine-tuned CLIP accuracy (y), one point per dataset, for "
+           f"{', '.join(p.title for p in panels)}.")
+    return [Plot("fig10", title, name, alt, caption_untrained(_captions(stats) + ".", flag), stats=stats)]
 
 
 def _backbone_order(clip: str) -> tuple:

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from genbench.metrics.registry import METRICS
 
-SCORE_COLUMNS = tuple(m.name for m in METRICS)
-SCORE_TITLES = {m.name: m.title for m in METRICS}
+# The metrics, then CLIP fine-tuned on the collection (a run's finetune: block, genbench.engine.finetune).
+SCORE_COLUMNS = tuple(m.name for m in METRICS) + ("finetune",)
+SCORE_TITLES = {**{m.name: m.title for m in METRICS}, "finetune": "fine-tuned CLIP"}
 # Distances: smaller means the external data is closer to the real test images.
 LOWER_IS_BETTER = frozenset(m.name for m in METRICS if m.lower_is_better)
 
