@@ -8,12 +8,15 @@ guidance 3, seeds 0..159; CLER on the digits_rot test split with the toy CLIP.
 - train_s: wall seconds of the adaptation (all classes); steps_per_s: optimiser steps per second.
 - cler: accuracy (%) of the class centroids of the generated images on the test split.
 
-    python benchmarks/adapt.py [--quick | --engine]
+    python benchmarks/adapt.py [--quick | --engine | --sd21 [--steps N] [--resolution PX]]
 
 ``--quick`` runs the settings tests/test_adapt.py uses. ``--engine`` runs configs/toy-adapt.yaml through
 ``genbench run`` instead (the adaptation stage on the worker pool: one training task per class, or one for the
 dataset, then the shards), and reports each collection's CLER and probe, the run's wall time, and from the committed
-artefact records each unit's training seconds and steps/s. Ends by printing one JSON line.
+artefact records each unit's training seconds and steps/s. ``--sd21`` times textual-inversion and LoRA training steps
+of the real SD 2.1-base architecture with random weights (``random:sd21-base``: its speed is the real speed) on the
+GPU when there is one (float32 weights, as the trainers use; 512 px, batch 1 and 4), else a CPU smoke run of a few steps
+at a smaller resolution that says "no GPU available". Ends by printing one JSON line.
 """
 
 from __future__ import annotations
@@ -44,10 +47,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="the shorter settings of tests/test_adapt.py")
     parser.add_argument("--engine", action="store_true", help="run configs/toy-adapt.yaml with genbench run")
+    parser.add_argument("--sd21", action="store_true", help="training steps/s of SD 2.1-base with random weights")
+    parser.add_argument("--steps", type=int, default=None, help="--sd21: timed steps per setting (default GPU 20, CPU 2)")
+    parser.add_argument("--resolution", type=int, default=None, help="--sd21: pixels (default GPU 512, CPU 256)")
     parser.add_argument("--shots", type=int, default=5)
     args = parser.parse_args()
     if args.engine:
         print(json.dumps(engine_run()))
+        return
+    if args.sd21:
+        print(json.dumps(sd21_steps(args.steps, args.resolution)))
         return
     steps = 10 if args.quick else 20
     runs = ([("ti", "class", TISettings(steps=40, lr=3e-2, batch_size=16)),
@@ -90,6 +99,55 @@ def main() -> None:
             "cler": cler(gen, lambda k: apply(gen.pipe, store, "toy", DATASET, k)),
         })
     print(json.dumps(result))
+
+
+def sd21_steps(steps: int | None, resolution: int | None) -> dict:
+    """Steps/s of textual inversion and LoRA on random:sd21-base; the paper's anchor is 1,000 steps per class in under
+    10 minutes on an A100 (at least 1.67 steps/s)."""
+    import torch
+    from PIL import Image
+
+    from genbench.adapt.lora import LoRASettings, train_lora
+    from genbench.adapt.textual_inversion import TISettings, train_token
+    from genbench.models.generator import load_generator
+
+    gpu = torch.cuda.is_available()
+    steps = steps or (20 if gpu else 2)
+    px = resolution or (512 if gpu else 256)
+    gen = load_generator("random:sd21-base", device="cuda" if gpu else "cpu", dtype="fp32")
+    pipe = gen.pipe
+    pipe.unet.config.sample_size = px // pipe.vae_scale_factor  # the trainers train at the pipeline's resolution
+    rng = torch.Generator().manual_seed(0)
+    images = [Image.fromarray(torch.randint(0, 256, (px, px, 3), generator=rng, dtype=torch.uint8).numpy())
+              for _ in range(5)]
+    templates = ("a photo of a {}.", "a close-up photo of the {}.")
+    out = {"benchmark": "adapt-sd21", "device": torch.cuda.get_device_name(0) if gpu else "cpu (no GPU available)",
+           "resolution": px, "dtype": "fp32", "runs": []}
+    for batch in ((1, 4) if gpu else (1,)):
+        for method in ("ti", "lora"):
+            def run(n: int) -> None:
+                if method == "ti":
+                    train_token(pipe, images, f"<|bench_{batch}_{n}|>", "dog", templates,
+                                TISettings(steps=n, lr=5e-3, batch_size=batch), 0)
+                else:
+                    train_lora(pipe, images, [[t.format("dog") for t in templates]] * len(images),
+                               LoRASettings(steps=n, batch_size=batch), 0, tempfile.mkdtemp())
+
+            run(1)  # warm-up: kernels, allocator, adapter creation
+            if gpu:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run(steps)
+            if gpu:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            rate = steps / seconds
+            out["runs"].append({"method": method, "batch_size": batch, "steps": steps, "seconds": round(seconds, 2),
+                                "steps_per_s": round(rate, 3),
+                                "minutes_per_1000_steps": round(1000 / rate / 60, 1)})
+    if gpu:
+        out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def engine_run() -> dict:

@@ -88,10 +88,13 @@ def _train(pipe: Any, images: list[Image.Image], captions: list[list[str]], sett
             loss.backward()
             opt.step()
         out.mkdir(parents=True, exist_ok=True)
-        unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=adapter_name))
-        text_layers = (convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder,
-                                                                                  adapter_name=adapter_name))
-                       if settings.text_encoder else None)
+        # Only the adapters: a text encoder whose embeddings grew (a textual-inversion token loaded) would otherwise
+        # have them saved too, which load_lora_weights refuses.
+        unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(
+            pipe.unet, adapter_name=adapter_name, save_embedding_layers=False))
+        text_layers = (convert_state_dict_to_diffusers(get_peft_model_state_dict(
+            pipe.text_encoder, adapter_name=adapter_name, save_embedding_layers=False))
+            if settings.text_encoder else None)
         StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=unet_layers,
                                                   text_encoder_lora_layers=text_layers, safe_serialization=True)
     finally:

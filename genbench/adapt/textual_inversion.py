@@ -49,7 +49,7 @@ def _add_token(pipe: Any, token: str, init_text: str) -> int:
     tok, enc = pipe.tokenizer, pipe.text_encoder
     if token not in tok.get_vocab():
         tok.add_tokens([token])
-        enc.resize_token_embeddings(len(tok))
+        enc.resize_token_embeddings(len(tok), mean_resizing=False)  # the new row is set just below
     token_id = tok.convert_tokens_to_ids(token)
     init_ids = tok(init_text, add_special_tokens=False).input_ids or [tok.eos_token_id]
     weight = enc.get_input_embeddings().weight
