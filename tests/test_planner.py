@@ -188,7 +188,22 @@ def test_rates_are_scaled_by_steps_and_unknown_generators_have_no_figure(tmp_pat
     assert est.usd is None and est.status == "no figure" and "throughput.yaml" in est.basis
 
 
+def test_adaptation_still_to_train_is_in_the_estimate_once_per_adaptation(tmp_path):
+    gen = {"source": "generated", "generator": "toy", "strategies": ["dt", "st"], "shots": 16, "steps": 20,
+           "adapt": {"method": "ti", "shots": 5, "steps": 60}}
+    cfg = parse_config({"name": "x", "datasets": ["digits_rot"], "clip": "toy", "sources": [gen]})
+    dt, st = make_plan(cfg, str(tmp_path / "o")).collections
+    generation = dt.collection.make_images / 48.0 / 3600  # the toy generator's measured 48 images/s at 20 steps
+    assert dt.estimate.device_hours == pytest.approx(generation + 10 * 60 / 13.5 / 3600)  # 10 classes x 60 steps
+    assert "adaptation: 10 unit(s) x 60 ti steps at 13.5 steps/s" in dt.estimate.basis
+    assert st.estimate.device_hours == pytest.approx(generation)  # the same adaptation: counted once
+    table = load_table()
+    assert table.adaptation_rate("stabilityai/stable-diffusion-2-1-base", None).images_per_second == 1.67
+    assert table.adaptation_rate("tiny", None) is None
+
+
 @pytest.mark.parametrize("change,where", [
+    (lambda t: t["generators"][0]["adaptation"][0].pop("steps_per_second"), "adaptation[0].steps_per_second"),
     (lambda t: t["generators"][0]["rates"][0].update(status="guess"), "generators[0].rates[0].status"),
     (lambda t: t["generators"][0]["rates"][0].pop("basis"), "generators[0].rates[0].basis"),
     (lambda t: t["generators"][0]["rates"][0].update(images_per_second=3), "generators[0].rates[0]"),

@@ -65,12 +65,13 @@ def expand(cfg: ExperimentConfig, shards_root: str,
         for entry in cfg.sources:
             source = registry.load(entry.ref)
             for spec in entry.spec.expand(ds):
-                # A collection that reads another of the run (RA) is named after what it reads: unknown here.
-                guessed = _reads_others(source, spec, entry.spec, ds)
+                guessed = False
                 try:
                     spec = source.resolve(spec, ctx)
                 except UsageError:
                     guessed = True
+                spec, unknown = _link_alone(source, spec, entry.spec, ds)
+                guessed = guessed or unknown
                 job = collection_job(cfg, ds, entry, spec, root)
                 planned.append(Planned(job, source, entry.shots))
                 if guessed:
@@ -78,15 +79,18 @@ def expand(cfg: ExperimentConfig, shards_root: str,
     return planned, provisional, [problem]
 
 
-def _reads_others(source: Any, spec: Any, entry_spec: Any, dataset: str) -> bool:
-    """Whether this collection reads another of the run: its source's link hook, offered no collection to read,
-    either names what it reads or refuses; a collection that reads nothing comes back unchanged."""
+def _link_alone(source: Any, spec: Any, entry_spec: Any, dataset: str) -> tuple[Any, bool]:
+    """(the spec linked as far as it can be with no other collection of the run, whether its name is a guess). A
+    collection that reads another of the run (RA; adaptation on retrieved images) is named after what it reads:
+    unknown here, so it keeps its unlinked spec; one that reads nothing (adaptation on original images) is linked in
+    full, so its name is the run's."""
     if not links.reads_others(source):
-        return False
+        return spec, False
     try:
-        return bool(links.link(source, spec, entry_spec, "sources", dataset, [])[1])
+        linked, after = links.link(source, spec, entry_spec, "sources", dataset, [])
     except UsageError:
-        return True
+        return spec, True
+    return (spec, True) if after else (linked, False)
 
 
 def on_disk(planned: Planned, clip_slug: str | None, provisional: bool = False,

@@ -4,11 +4,12 @@ Generated data: the generator's rate on the chosen device kind (GPU-hours at the
 core-hours at the CPU price on ``cpu``). Retrieved data: its rate on CPU cores (search and download) at the CPU price.
 Original data: the labelling price per image (``pricing.labelling_usd_per_image``), as the paper counts it. CLIP
 embedding and scoring are not included. A collection with no figure in the table gets none, and the plan says so.
+A generated collection with an ``adapt:`` block also carries the training still to do (:func:`with_adaptation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from genbench import cost
@@ -71,3 +72,33 @@ def estimate(kind: str, spec: Any, images: int, table: ThroughputTable, pricing:
         return Estimate(images, device if generator is not None else None, None, None, None, NO_FIGURE, missing)
     return _priced(images, rate, getattr(spec, "steps", None), table.device(rate.device).type, pricing,
                    _img2img_fraction(spec) if generator is not None else 1.0)
+
+
+def with_adaptation(est: Estimate, job: Any, table: ThroughputTable, pricing: Any, device: str | None,
+                    seen: set[str]) -> Estimate:
+    """``est`` plus the training of the generator's adaptation (an ``adapt:`` block) that is not done yet: units to
+    train x steps at the table's adaptation rate on the same device kind. Collections sharing one adaptation (one
+    entry's strategies) count it once (``seen``: the artefact directories already counted)."""
+    adapt = getattr(job.spec, "adapt", None)
+    if adapt is None:
+        return est
+    from genbench.sources import adaptation
+
+    store = adaptation.artefact_store(job)
+    if str(store.dir) in seen:
+        return est
+    seen.add(str(store.dir))
+    units = [u for u in adaptation.units(job) if not store.done(u)]
+    if not units:
+        return est
+    steps = len(units) * int(adapt.steps)
+    what = f"adaptation: {len(units)} unit(s) x {adapt.steps} {adapt.method} steps"
+    rate = table.adaptation_rate(job.spec.generator, device or est.device)
+    if rate is None or (est.device is not None and rate.device != est.device):
+        return replace(est, basis=f"{est.basis}; {what}: no adaptation rate in {TABLE_FILE} (not included)")
+    seconds = steps / rate.images_per_second
+    gpu = table.device(rate.device).type == "gpu"
+    usd = cost.usd(seconds, 0.0, pricing) if gpu else cost.usd(0.0, seconds, pricing)
+    hours = (est.device_hours or 0.0) + seconds / 3600.0
+    return replace(est, device_hours=hours, usd=(est.usd or 0.0) + usd,
+                   basis=f"{est.basis}; {what} at {rate.images_per_second:g} steps/s ({rate.status}: {rate.basis})")

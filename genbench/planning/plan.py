@@ -16,7 +16,7 @@ from genbench.engine.preflight import check_context
 from genbench.errors import UsageError
 from genbench.metrics import registry as metric_registry
 from genbench.planning.collections import CollectionPlan, expand, on_disk
-from genbench.planning.estimate import Estimate, estimate
+from genbench.planning.estimate import Estimate, estimate, with_adaptation
 from genbench.planning.needs import DatasetNeed, dataset_needs, reference_problems
 from genbench.planning.throughput import load_table
 from genbench.shards.store import join
@@ -81,7 +81,7 @@ def make_plan(cfg: ExperimentConfig, out: str, data_root: str | None = None, dev
         problems.append(UsageError("out", out, "a directory (this path is a file)"))
     planned, provisional, more = expand(cfg, shards_root, ctx)
     problems += more
-    rows, train = [], set()
+    rows, train, adaptations = [], set(), set()
     for p in planned:
         coll, found = on_disk(p, cfg.clip_slug, p.job.uri in provisional, read)
         read = read and not coll.unread  # one unreadable collection says it for the whole output
@@ -89,6 +89,8 @@ def make_plan(cfg: ExperimentConfig, out: str, data_root: str | None = None, dev
         if p.source.needs_train_split(p.job.spec):
             train.add(p.job.dataset)
         est = estimate(p.job.source, p.job.spec, coll.make_images, table, cfg.pricing, device)
+        if coll.make_shards:
+            est = with_adaptation(est, p.job, table, cfg.pricing, device, adaptations)
         rows.append(PlannedCollection(coll, est))
     return Plan(name=cfg.name, out=out, shards_root=shards_root, data_root=str(resolve_data_root(cfg.data_root)),
                 clip=cfg.clip, device=device, pricing=cfg.pricing, collections=rows,

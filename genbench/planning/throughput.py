@@ -33,13 +33,15 @@ class Device:
 
 @dataclass(frozen=True)
 class Rate:
-    """Images per second on one device of ``device`` kind (one GPU, or one CPU core)."""
+    """Images per second on one device of ``device`` kind (one GPU, or one CPU core); for an adaptation rate
+    (``unit == "steps"``), training steps per second."""
 
     device: str
     images_per_second: float
     status: str
     basis: str
     steps: int | None = None  # the denoising steps the figure was taken at (None: not scaled)
+    unit: str = "images"
 
     def scaled(self, steps: int | None) -> tuple[float, str]:
         """The rate at ``steps`` denoising steps, and a note when it was scaled from the figure's own steps."""
@@ -53,6 +55,7 @@ class GeneratorRates:
     name: str
     refs: tuple[str, ...]
     rates: tuple[Rate, ...]
+    adaptation: tuple[Rate, ...] = ()  # textual inversion / LoRA training steps per second (unit "steps")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class ThroughputTable:
                 return _pick(gen.rates, device)
         return None
 
+    def adaptation_rate(self, ref: str, device: str | None) -> Rate | None:
+        """Training steps per second of adapting generator ``ref`` on ``device``, or None when not listed."""
+        for gen in self.generators:
+            if ref in gen.refs:
+                return _pick(gen.adaptation, device)
+        return None
+
     def source_rate(self, kind: str, device: str | None = None) -> Rate | None:
         return _pick(self.sources.get(kind, ()), device)
 
@@ -81,16 +91,21 @@ def _pick(rates: tuple[Rate, ...], device: str | None) -> Rate | None:
     return next((r for r in rates if r.device == device), None)
 
 
-def _rate(data: Any, where: str, devices: dict[str, Device]) -> Rate:
+def _rate(data: Any, where: str, devices: dict[str, Device], unit: str = "images") -> Rate:
     if not isinstance(data, dict):
         raise UsageError(where, data, "a mapping with device, a rate, status and basis")
-    validate.keys(data, ("device", "images_per_second", "hours_per_1000_images", "instance_devices", "steps", "status",
-                         "basis"), f"{where}.")
+    if unit == "steps":
+        validate.keys(data, ("device", "steps_per_second", "status", "basis"), f"{where}.")
+    else:
+        validate.keys(data, ("device", "images_per_second", "hours_per_1000_images", "instance_devices", "steps",
+                             "status", "basis"), f"{where}.")
     device = validate.choice(data.get("device"), f"{where}.device", tuple(devices))
     given = [k for k in ("images_per_second", "hours_per_1000_images") if k in data]
-    if len(given) != 1:
+    if unit == "steps":
+        ips = validate.number(data.get("steps_per_second"), f"{where}.steps_per_second", 1e-6, 1e6)
+    elif len(given) != 1:
         raise UsageError(where, given, "exactly one of images_per_second, hours_per_1000_images")
-    if "images_per_second" in data:
+    elif "images_per_second" in data:
         # Bounded below too: a vanishing rate would turn into infinite hours and dollars.
         ips = validate.number(data["images_per_second"], f"{where}.images_per_second", 1e-6, 1e6)
         if "instance_devices" in data:
@@ -106,13 +121,14 @@ def _rate(data: Any, where: str, devices: dict[str, Device]) -> Rate:
         status=validate.choice(data.get("status"), f"{where}.status", STATUSES),
         basis=" ".join(validate.text(data.get("basis"), f"{where}.basis", "where the figure comes from").split()),
         steps=None if steps is None else validate.integer(steps, f"{where}.steps", 1, 10_000),
+        unit=unit,
     )
 
 
-def _rates(data: Any, where: str, devices: dict[str, Device]) -> tuple[Rate, ...]:
+def _rates(data: Any, where: str, devices: dict[str, Device], unit: str = "images") -> tuple[Rate, ...]:
     if not isinstance(data, list) or not 0 < len(data) <= 100:
         raise UsageError(where, type(data).__name__, "a list of 1 to 100 rates")
-    rates = tuple(_rate(r, f"{where}[{i}]", devices) for i, r in enumerate(data))
+    rates = tuple(_rate(r, f"{where}[{i}]", devices, unit) for i, r in enumerate(data))
     kinds = [r.device for r in rates]
     if len(set(kinds)) != len(kinds):
         raise UsageError(where, kinds, "one rate per device kind")
@@ -149,7 +165,7 @@ def parse_table(data: Any, where: str = "throughput") -> ThroughputTable:
         w = f"{where}.generators[{i}]"
         if not isinstance(g, dict):
             raise UsageError(w, g, "a mapping with name, refs and rates")
-        validate.keys(g, ("name", "refs", "rates"), f"{w}.")
+        validate.keys(g, ("name", "refs", "rates", "adaptation"), f"{w}.")
         refs = g.get("refs")
         if (not isinstance(refs, list) or not 0 < len(refs) <= 100
                 or not all(isinstance(r, str) and 0 < len(r) <= 300 for r in refs)):
@@ -158,8 +174,9 @@ def parse_table(data: Any, where: str = "throughput") -> ThroughputTable:
         if seen & set(refs):
             raise UsageError(f"{w}.refs", sorted(seen & set(refs)), "references listed under one generator only")
         seen |= set(refs)
+        adaptation = _rates(g["adaptation"], f"{w}.adaptation", devices, "steps") if "adaptation" in g else ()
         generators.append(GeneratorRates(validate.text(g.get("name"), f"{w}.name"), tuple(refs),
-                                         _rates(g.get("rates"), f"{w}.rates", devices)))
+                                         _rates(g.get("rates"), f"{w}.rates", devices), adaptation))
     sources = data.get("sources") or {}
     if not isinstance(sources, dict):
         raise UsageError(f"{where}.sources", sources, "a mapping of source kind -> list of rates")

@@ -1,8 +1,8 @@
 """A generated source's ``adapt:`` block at each step of a run (Ray-free; the engine dispatches the training units).
 
 - **link** (planner): the adaptation's identity, ``<method>-<hash>`` of its settings, the base generator (with its
-  recipe), the dataset and, for retrieved references, the retrieved collection it reads (built first), becomes the
-  ``adapt_id`` of the generated collection: part of its identity and its name.
+  recipe) and, for retrieved references, the settings of the retrieved collection it reads (built first), becomes the
+  ``adapt_id`` of the generated collection: part of its identity (beside the dataset) and its name.
 - **train** (worker, one task per class or one per dataset): :func:`train_job_unit` trains a unit on a float32 copy
   of the generator and commits it under ``<shards root>/<dataset>/adapt/`` (:class:`ClassArtefacts`).
 - **produce** (worker): :func:`class_namer` switches the pipeline to a class's artefact (the learned token, or its
@@ -33,8 +33,9 @@ def link_adapt(spec: Any, where: str, dataset: str, upstream: list[Upstream]) ->
     """``spec`` with its ``adapt_id`` (and, for retrieved references, the retrieved collection it reads) filled in,
     and the URIs it reads."""
     a = spec.adapt
-    ident: dict[str, Any] = {"adapt": a.identity(), "generator": spec.generator, "recipe": spec.generator_recipe,
-                             "dataset": dataset}
+    # Not the dataset: the collection's identity has it already, and one entry's collections share one name across
+    # datasets (the artefacts themselves are per dataset, artefact_store).
+    ident: dict[str, Any] = {"adapt": a.identity(), "generator": spec.generator, "recipe": spec.generator_recipe}
     after: tuple[str, ...] = ()
     if a.references == "retrieved":
         chosen = _retrieved(a, f"{where}.adapt", dataset, upstream)
@@ -42,7 +43,7 @@ def link_adapt(spec: Any, where: str, dataset: str, upstream: list[Upstream]) ->
             raise UsageError(f"{where}.adapt.shots", a.shots,
                              f"at most the {chosen.shots} shot(s) sources[{chosen.position}] retrieves for {dataset} "
                              "(the references are a class's first adapt.shots retrieved images)")
-        ident["retrieved"] = chosen.digest()
+        ident["retrieved"] = {"variant": chosen.variant, "options": chosen.identity.get("options")}
         spec = replace(spec, adapt_from_uri=chosen.uri, adapt_from_name=chosen.variant)
         after = (chosen.uri,)
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
