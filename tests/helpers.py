@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 def sha(path: str) -> str:
@@ -39,3 +41,46 @@ def write_captions(path: str, base: str, paths: list[str], captions: list[str], 
     table = pa.table({"url": [base + p for p in paths], "caption": captions,
                       "text_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
     pq.write_table(table, path)
+
+
+@contextmanager
+def worker_killed_during(method: str, ready: Callable[[], bool], before_kill: Callable[[], None] | None = None,
+                         timeout: float = 120.0) -> Iterator[dict[str, list]]:
+    """Within the block, the engine's real WorkerPool, except that once it dispatches ``method`` a thread waits for
+    ``ready()`` (e.g. a first commit: the workers are then busy with their next task), calls ``before_kill()`` and
+    SIGKILLs the first worker. Yields ``{"killed": [pid], "errors": [...]}``, filled by that thread."""
+    import signal
+    import threading
+    import time
+
+    from genbench.engine import dispatch
+
+    state: dict[str, list] = {"killed": [], "errors": []}
+
+    class KillingPool(dispatch.WorkerPool):
+        def map(self, name, items, on_result, **kw):
+            if name == method:
+                victim = self.pids()[0]
+
+                def killer() -> None:
+                    try:
+                        deadline = time.time() + timeout
+                        while not ready():
+                            assert time.time() < deadline, f"timed out waiting to kill a worker during {method}"
+                            time.sleep(0.02)
+                        if before_kill is not None:
+                            before_kill()
+                        os.kill(victim, signal.SIGKILL)
+                        state["killed"].append(victim)
+                    except BaseException as exc:  # noqa: BLE001 - the test asserts on state["errors"]
+                        state["errors"].append(exc)
+
+                threading.Thread(target=killer, daemon=True).start()
+            return super().map(name, items, on_result, **kw)
+
+    real = dispatch.WorkerPool
+    dispatch.WorkerPool = KillingPool
+    try:
+        yield state
+    finally:
+        dispatch.WorkerPool = real

@@ -9,9 +9,6 @@ import copy
 import json
 import logging
 import os
-import signal
-import threading
-import time
 
 import pytest
 import webdataset as wds
@@ -21,7 +18,7 @@ from genbench.engine.experiment import build_collections
 from genbench.engine.preflight import plan_jobs
 from genbench.errors import UsageError
 from genbench.models.cache import file_digest
-from tests.helpers import tars
+from tests.helpers import tars, worker_killed_during
 
 DATASET = "digits_rot"
 GEN = {"source": "generated", "generator": "toy", "strategies": ["dt"], "shots": 2, "steps": 4,
@@ -113,49 +110,22 @@ def test_rerun_trains_nothing(built, caplog):
 
 
 def test_a_killed_worker_loses_no_finished_class_and_only_its_class_is_redone(built, ray_local, tmp_path, caplog):
-    from genbench.engine import dispatch
-
     root = str(tmp_path / "shards")
     cfg = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 20}}])
     adapt_root = os.path.join(root, DATASET, "adapt")
     at_kill: dict[str, int] = {}
-    killed: list[int] = []
-    errors: list[BaseException] = []
 
     def committed() -> list[str]:
         dirs = os.listdir(adapt_root) if os.path.isdir(adapt_root) else []
         return [os.path.join(adapt_root, d, n) for d in dirs for n in os.listdir(os.path.join(adapt_root, d))
                 if n.endswith(".json")]
 
-    class KillingPool(dispatch.WorkerPool):
-        """The real pool; a thread SIGKILLs one worker once the first class is committed (it is mid-class then)."""
-
-        def map(self, method, items, on_result, **kw):
-            if method == "adapt":
-                victim = self.pids()[0]
-
-                def killer():
-                    try:
-                        deadline = time.time() + 120
-                        while not committed():
-                            assert time.time() < deadline, "no class was committed"
-                            time.sleep(0.02)
-                        at_kill.update({p: os.stat(p).st_mtime_ns for p in committed()})
-                        os.kill(victim, signal.SIGKILL)
-                        killed.append(victim)
-                    except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread below
-                        errors.append(exc)
-
-                threading.Thread(target=killer, daemon=True).start()
-            return super().map(method, items, on_result, **kw)
-
-    real = dispatch.WorkerPool
-    dispatch.WorkerPool = KillingPool
-    try:
+    # Once the first class is committed, the other worker is mid-class: it is killed, its class retried elsewhere.
+    with worker_killed_during("adapt", lambda: bool(committed()),
+                              lambda: at_kill.update({p: os.stat(p).st_mtime_ns for p in committed()})) as state:
         with caplog.at_level(logging.WARNING, logger="genbench.engine.dispatch"):
             build_collections(parse_config(copy.deepcopy(cfg)), root, progress=False)
-    finally:
-        dispatch.WorkerPool = real
+    errors, killed = state["errors"], state["killed"]
     assert not errors and killed
     records = {p: json.load(open(p)) for p in committed()}
     assert len(records) == 10

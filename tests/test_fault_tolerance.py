@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import redirect_stderr
 
@@ -23,7 +22,7 @@ import webdataset as wds
 
 from genbench.config import parse_config
 from genbench.engine.experiment import build_collections, run_experiment
-from tests.helpers import sha, snapshot, tars
+from tests.helpers import sha, snapshot, tars, worker_killed_during
 
 BIN = os.path.dirname(sys.executable)
 SHOTS, SHARD = 4, 10  # digits has 10 classes: 4 shards of 10 samples
@@ -90,40 +89,13 @@ def _committed(coll: str) -> list[str]:
 
 
 def test_sigkilled_worker_loses_and_duplicates_nothing(reference, ray_local, tmp_path, caplog):
-    from genbench.engine import dispatch
-
     ref_coll, ref_files = reference
     coll = os.path.join(str(tmp_path), *VARIANT)
-    original_pids: list[int] = []
-    killed: list[int] = []
-    errors: list[BaseException] = []
-
-    class KillingPool(dispatch.WorkerPool):
-        """The real pool; once it starts dispatching, a thread SIGKILLs one worker right after the first commit."""
-
-        def map(self, method, items, on_result, **kw):
-            if method == "run":
-                original_pids.extend(self.pids())
-
-                def killer():
-                    try:
-                        # The first record means both workers are busy with their next shards: kill one mid-shard.
-                        _wait_for(lambda: _committed(coll), 120, "a first committed shard")
-                        os.kill(original_pids[0], signal.SIGKILL)
-                        killed.append(original_pids[0])
-                    except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread below
-                        errors.append(exc)
-
-                threading.Thread(target=killer, daemon=True).start()
-            return super().map(method, items, on_result, **kw)
-
-    real = dispatch.WorkerPool
-    dispatch.WorkerPool = KillingPool
-    try:
+    # The first record means both workers are busy with their next shards: one is killed mid-shard.
+    with worker_killed_during("run", lambda: bool(_committed(coll))) as state:
         with caplog.at_level(logging.WARNING, logger="genbench.engine.dispatch"):
             _build(str(tmp_path), workers=2)
-    finally:
-        dispatch.WorkerPool = real
+    errors, killed = state["errors"], state["killed"]
     assert not errors and killed
     # The kill hit shards in flight on that worker; each was retried once and committed by a live process.
     hit = {r.getMessage().split()[0].rsplit("/", 1)[1] for r in caplog.records

@@ -173,44 +173,37 @@ def fig6_mts(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
     return [Plot("mts", title, name, alt, caption_untrained(cap, p.untrained), stats=stats["CLER gain vs MTS"])]
 
 
-def fig9_real(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
-    """Fig. 9: CLER (x) against linear probe (y) for 5-shot original and retrieved data."""
-    title = "CLER against linear probe for original and retrieved data (Fig. 9)"
-    picks = [p for p in (pick(records, s, prefer_shots=(FIG9_SHOTS,), needs=("linear_probe",))
-                         for s in ("original", "retrieved")) if p]
-    panels = [Panel(f"{p.label}, {p.shots} shots", AXIS["cler"], _points(p, "cler", "linear_probe")) for p in picks]
+def _cler_against(records: list[dict[str, Any]], out_dir: str, kind: str, title: str, sources: tuple[str, ...],
+                  shots: int, score: str, what: str, file: str) -> list[Plot]:
+    """CLER (x) against ``score`` (y), one panel per source of ``sources`` at ``shots`` (Figs. 9 and 10)."""
+    picks = [p for p in (pick(records, s, prefer_shots=(shots,), needs=(score,)) for s in sources) if p]
+    panels = [Panel(f"{p.label}, {p.shots} shots", AXIS["cler"], _points(p, "cler", score)) for p in picks]
     panels = [pn for pn in panels if pn.points]
     if not panels:
-        return [Plot("fig9", title, skipped="no original or retrieved record with CLER and linear-probe scores: "
-                                            f"{CONFIGS['fig9']} produces them")]
+        return [Plot(kind, title, skipped=f"no {' or '.join(sources)} record with CLER and {what} scores: "
+                                          f"{CONFIGS[kind]} produces them")]
     flag = any(p.untrained for p in picks)
-    name, stats = _draw(panels, AXIS["linear_probe"], out_dir, "fig9_real.png",
-                        f"CLIP {backbone(picks[0].clip)}", flag)
-    alt = (f"{len(panels)} scatter plot(s): CLER (x) against linear probe (y), one point per dataset, for "
+    name, stats = _draw(panels, AXIS[score], out_dir, file, f"CLIP {backbone(picks[0].clip)}", flag)
+    alt = (f"{len(panels)} scatter plot(s): CLER (x) against {what} (y), one point per dataset, for "
            f"{', '.join(p.title for p in panels)}.")
     cap = _captions(stats) + "."
-    missing = [s for s in ("original", "retrieved") if s not in {p.source for p in picks}]
+    missing = [s for s in sources if s not in {p.source for p in picks}]
     if missing:
-        cap += f" No {' or '.join(missing)} records with a linear probe ({CONFIGS['fig9']} makes both)."
-    return [Plot("fig9", title, name, alt, caption_untrained(cap, flag), stats=stats)]
+        cap += f" No {' or '.join(missing)} records with {what} scores ({CONFIGS[kind]} makes both)."
+    return [Plot(kind, title, name, alt, caption_untrained(cap, flag), stats=stats)]
+
+
+def fig9_real(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
+    """Fig. 9: CLER (x) against linear probe (y) for 5-shot original and retrieved data."""
+    return _cler_against(records, out_dir, "fig9", "CLER against linear probe for original and retrieved data (Fig. 9)",
+                         ("original", "retrieved"), FIG9_SHOTS, "linear_probe", "linear-probe", "fig9_real.png")
 
 
 def fig10_finetune(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
     """Fig. 10: CLER (x) against the accuracy of CLIP fine-tuned on the data (y), 5-shot generated and original."""
-    title = "CLER against fine-tuned CLIP for generated and original data (Fig. 10)"
-    picks = [p for p in (pick(records, s, prefer_shots=(FIG10_SHOTS,), needs=("finetune",))
-                         for s in ("generated", "original")) if p]
-    panels = [Panel(f"{p.label}, {p.shots} shots", AXIS["cler"], _points(p, "cler", "finetune")) for p in picks]
-    panels = [pn for pn in panels if pn.points]
-    if not panels:
-        return [Plot("fig10", title, skipped="no generated or original record with CLER and a fine-tuned CLIP score: "
-                                             f"{CONFIGS['fig10']} produces them")]
-    flag = any(p.untrained for p in picks)
-    name, stats = _draw(panels, AXIS["finetune"], out_dir, "fig10_finetune.png",
-                        f"CLIP {backbone(picks[0].clip)}", flag)
-    alt = (f"{len(panels)} scatter plot(s): CLER (x) against fine-tuned CLIP accuracy (y), one point per dataset, for "
-           f"{', '.join(p.title for p in panels)}.")
-    return [Plot("fig10", title, name, alt, caption_untrained(_captions(stats) + ".", flag), stats=stats)]
+    return _cler_against(records, out_dir, "fig10",
+                         "CLER against fine-tuned CLIP for generated and original data (Fig. 10)",
+                         ("generated", "original"), FIG10_SHOTS, "finetune", "fine-tuned CLIP", "fig10_finetune.png")
 
 
 def _backbone_order(clip: str) -> tuple:
