@@ -20,26 +20,36 @@ def original_shots(split: SplitData, class_names: tuple[str, ...], cls: int, sho
     return [split.image(int(i)) for i in order]
 
 
-def retrieved_shots(uri: str, storage_options: dict[str, Any], num_classes: int, cls: int,
-                    shots: int) -> list[tuple[Image.Image, dict[str, Any]]]:
-    """Class ``cls``'s images among the first ``shots`` shots of the retrieved collection at ``uri``, with each
-    sample's json (its caption, URL), in shot order."""
+# A worker reads a retrieved collection's references of every class at once (each shard once) when there are at most
+# this many; above it (ImageNet at 100 candidates), class by class, keeping memory bounded.
+MAX_READ_AT_ONCE = 20_000
+
+
+def retrieved_samples(uri: str, storage_options: dict[str, Any], num_classes: int, shots: int,
+                      classes: set[int] | None = None) -> dict[int, list[Any]]:
+    """class -> its samples (:class:`genbench.shards.schema.Sample`, encoded) among the first ``shots`` shots of the
+    retrieved collection at ``uri``, in shot order, for ``classes`` (None: every class); each shard is read once."""
     from genbench.shards.reader import read_selected
-    from genbench.shards.schema import decode_image, sample_key
+    from genbench.shards.schema import sample_key
     from genbench.shards.store import Store
     from genbench.sources.augment import retrieved_pool
 
     store = Store(uri, storage_options)
-    present = retrieved_pool(store, num_classes, shots).get(cls, {})
     wanted: dict[str, set[str]] = {}
-    for shot, shard in present.items():
-        wanted.setdefault(shard, set()).add(sample_key(cls, shot))
-    samples = {}
+    for cls, by_shot in retrieved_pool(store, num_classes, shots).items():
+        if classes is None or cls in classes:
+            for shot, shard in by_shot.items():
+                wanted.setdefault(shard, set()).add(sample_key(cls, shot))
+    out: dict[int, list[Any]] = {}
     for shard in sorted(wanted):
-        samples.update(read_selected(store, shard, wanted[shard]))
-    out = []
-    for shot in sorted(present):
-        sample = samples.get(sample_key(cls, shot))
-        if sample is not None:
-            out.append((decode_image(sample.image), dict(sample.meta)))
+        for sample in read_selected(store, shard, wanted[shard]).values():
+            out.setdefault(sample.cls, []).append(sample)
+    for found in out.values():
+        found.sort(key=lambda smp: smp.shot)
     return out
+
+
+def decoded(samples: list[Any]) -> list[Image.Image]:
+    from genbench.shards.schema import decode_image
+
+    return [decode_image(smp.image) for smp in samples]

@@ -97,19 +97,26 @@ def _training_generator(job: Any, resources: Any) -> Any:
 def _references(job: Any, resources: Any, notes: dict[str, Any]) -> Callable[[int], list[Image.Image]]:
     """``cls -> reference images``: the class's first ``adapt.shots`` originals, or its retrieved images that pass the
     filter (the filter's counts land in ``notes``)."""
-    from genbench.adapt.references import original_shots, retrieved_shots
+    from genbench.adapt.references import MAX_READ_AT_ONCE, decoded, original_shots, retrieved_samples
     from genbench.catalog import get_dataset
 
     a, spec = job.spec.adapt, get_dataset(job.dataset)
     if a.references == "original":
         split = resources.split(job.dataset, "train", job.data_root)
         return lambda cls: original_shots(split, spec.classes, cls, a.shots, job.run_seed)
+    uri, options = job.spec.adapt_from_uri, job.storage_options
+
+    def of_class(cls: int) -> list[Any]:
+        if job.num_classes * a.shots <= MAX_READ_AT_ONCE:  # every class's references, read once per worker
+            every = resources.cached(("retrieved-references", uri, a.shots),
+                                     lambda: retrieved_samples(uri, options, job.num_classes, a.shots))
+            return every.get(cls, [])
+        return retrieved_samples(uri, options, job.num_classes, a.shots, {cls}).get(cls, [])
 
     def retrieved(cls: int) -> list[Image.Image]:
         from genbench.adapt.filtering import filter_references
 
-        candidates = [im for im, _meta in retrieved_shots(job.spec.adapt_from_uri, job.storage_options,
-                                                          job.num_classes, cls, a.shots)]
+        candidates = decoded(of_class(cls))
         result = filter_references(candidates, spec.classes[cls], a.filter, _filter_models(a.filter, job, resources))
         notes.setdefault("filter", {})[spec.classes[cls]] = {"candidates": len(candidates), "kept": len(result.kept)}
         return list(result.kept)
