@@ -200,3 +200,24 @@ def test_ce_and_the_null_generator_cannot_be_adapted_and_lora_samples_as_datadre
     assert (spec.steps, spec.guidance_scale) == (50, 2.0)
     spec = parse_config(_cfg(sources=[{**lora, "steps": 7}])).sources[0].spec
     assert (spec.steps, spec.guidance_scale) == (7, 2.0)
+
+
+def test_one_pipeline_keeps_each_datasets_adapter_apart(tmp_path):
+    """One config entry's generation pipeline serves every dataset of the run: class 0 of digits and class 0 of
+    digits_rot get their own LoRA adapters, each switched in for its own dataset."""
+    from genbench.adapt.lora import LoRASettings
+    from genbench.adapt.run import adapt_dataset, apply
+    from genbench.models.generator import load_generator
+
+    train = load_generator("toy")
+    settings = LoRASettings(steps=1, batch_size=2)
+    stores = {ds: adapt_dataset(train.pipe, "toy", ds, "lora", settings, 2, 0, str(tmp_path), classes=[0])
+              for ds in ("digits", DATASET)}
+    gen = load_generator("toy")
+    active = {}
+    for ds, store in stores.items():
+        assert apply(gen.pipe, store, "toy", ds, 0) == "0"
+        active[ds] = gen.pipe.get_active_adapters()
+    assert active["digits"] != active[DATASET] and len(gen.pipe.get_list_adapters()["unet"]) == 2
+    apply(gen.pipe, stores["digits"], "toy", "digits", 0)
+    assert gen.pipe.get_active_adapters() == active["digits"]

@@ -333,7 +333,9 @@ def test_ti_learns_from_filtered_retrieved_images_and_a_class_left_without_follo
     assert all(summary["units"][str(c)] != "plain" for c in range(10) if c != EMPTY_CLASS)
     records = {n: json.load(open(os.path.join(summary["artefacts"], n)))
                for n in os.listdir(summary["artefacts"]) if n.endswith(".json")}
-    assert records["c0000.json"]["filter"] == {"0": {"candidates": RA_SHOTS, "kept": RA_SHOTS}}
+    seen = records["c0000.json"]["filter"]["0"]  # every candidate's caption and similarity, kept at threshold -1
+    assert (seen["candidates"], seen["kept"], seen["method"]) == (RA_SHOTS, RA_SHOTS, "caption")
+    assert len(seen["per_candidate"]) == RA_SHOTS and all("caption" in c for c in seen["per_candidate"])
     for s in _read(job.uri):
         meta = s["json"]
         named = meta["class_name"] if int(s["cls"]) == EMPTY_CLASS else f"<|digits_{meta['class_name']}|>"

@@ -21,6 +21,7 @@ from genbench.models.cache import file_digest
 
 
 ALL = -1
+_checked: dict[tuple, dict[str, Any]] = {}  # verified records by (record path, sizes and mtimes of both files)
 
 
 class ClassArtefacts:
@@ -35,15 +36,24 @@ class ClassArtefacts:
 
     def record(self, cls: int) -> dict[str, Any] | None:
         """The finished class's record: its weights' sha256 checked, or a "plain" record (the class had no reference
-        image and is generated without adaptation); None while the class is not done."""
+        image and is generated without adaptation); None while the class is not done. A check is remembered while
+        neither file changes (size and mtime), so a worker switching classes does not hash the same weights again."""
         weights, record = self._paths(cls)
         try:
+            stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (record, weights) if p.exists())
+            key = (str(record), stamp)
+            if key in _checked:
+                return _checked[key]
             facts = json.loads(record.read_text(encoding="utf-8"))
-            if facts.get("plain") is True:
-                return facts
-            return facts if weights.is_file() and facts.get("sha256") == file_digest(weights) else None
+            ok = facts.get("plain") is True or (weights.is_file() and facts.get("sha256") == file_digest(weights))
         except (OSError, ValueError):
             return None
+        if not ok:
+            return None
+        if len(_checked) > 100_000:
+            _checked.clear()
+        _checked[key] = facts
+        return facts
 
     def done(self, cls: int) -> bool:
         return self.record(cls) is not None

@@ -14,11 +14,17 @@ def latents(pipe: Any, images: list[Image.Image]) -> torch.Tensor:
     """The VAE latents (posterior mean, scaled) of ``images`` resized to the pipeline's resolution. Images smaller
     than that are upsampled (bicubic), as the paper's CIFAR references had to be."""
     size = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
-                    for im in images]) / 127.5 - 1.0
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(pipe.vae.device, pipe.vae.dtype)
-    with torch.no_grad():
-        return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    out = []
+    for start in range(0, len(images), ENCODE_BATCH):  # a dataset-wide LoRA has every class's shots: bounded batches
+        arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
+                        for im in images[start : start + ENCODE_BATCH]]) / 127.5 - 1.0
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(pipe.vae.device, pipe.vae.dtype)
+        with torch.no_grad():
+            out.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
+    return torch.cat(out)
+
+
+ENCODE_BATCH = 16
 
 
 def noise_schedule(pipe: Any) -> Any:

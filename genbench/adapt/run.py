@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -39,11 +40,12 @@ def _templates(spec: Any) -> tuple[str, ...]:
 
 def train_unit(pipe: Any, store: ClassArtefacts, dataset: str, method: str, settings: TISettings | LoRASettings,
                unit: int, references: References, run_seed: int, on_empty: str = "fail",
-               notes: dict[str, Any] | None = None) -> dict[str, Any]:
+               notes: dict[str, Any] | None = None, min_side: int = 32) -> dict[str, Any]:
     """Train ``method`` for class ``unit`` (or every class, ``unit == ALL``: one LoRA) on ``references(cls)`` and
     commit it; returns the committed record's facts. A class with no reference is committed as plain
     (``on_empty="plain"``: generated without adaptation) or refused naming it (``"fail"``). ``notes`` (filled by
-    ``references``, e.g. the filter's counts) go into the record."""
+    ``references``, e.g. the filter's counts) go into the record, with how many references are below ``min_side``
+    pixels (upsampled for training; the paper's textual inversion failed on CIFAR-10's 32 px)."""
     spec = get_dataset(dataset)
     classes = range(spec.num_classes) if unit == ALL else [unit]
     t0 = time.perf_counter()
@@ -54,13 +56,13 @@ def train_unit(pipe: Any, store: ClassArtefacts, dataset: str, method: str, sett
             empty.append(spec.classes[cls])
         images += got
         captions += [[t.format(spec.classes[cls]) for t in _templates(spec)]] * len(got)
-    facts: dict[str, Any] = {**(notes or {}), "images": len(images), "small_references": small_references(images),
+    facts: dict[str, Any] = {**(notes or {}), "images": len(images), "small_references": small_references(images, min_side),
                              "pid": os.getpid()}
-    if not images or (empty and unit != ALL):
+    if not images or (empty and (unit != ALL or on_empty != "plain")):
         if on_empty != "plain":
             seen = facts.get("filter", {}).get(empty[0])
             raise NoReferences(dataset, empty[0], f"0 of {seen['candidates']} retrieved candidate(s) passed the filter"
-                               if seen else "the class has no training image")
+                               if seen else "the class has no reference image")
         what = f"{dataset} class {empty[0]!r}" if unit != ALL else f"every class of {dataset}"
         log.warning("adaptation: %s has no reference image; generated without adaptation (on_empty: plain)", what)
         store.commit_plain(unit, "no reference image", facts)
@@ -138,15 +140,22 @@ def apply(pipe: Any, store: ClassArtefacts, base: str, dataset: str, cls: int) -
         if token not in pipe.tokenizer.get_vocab():
             pipe.load_textual_inversion(str(weights), token=token)
         return token
-    adapter = "dataset" if unit == ALL else f"c{cls}"
-    loaded = pipe.get_list_adapters().get("unet", []) if hasattr(pipe, "get_list_adapters") else []
+    # Named after the store (whose key holds the dataset): one entry's pipeline serves every dataset of the run.
+    adapter = f"{store.dir.name.replace('-', '_')}_{'dataset' if unit == ALL else f'c{cls}'}"
+    recent = _recent.setdefault(id(pipe), [])
+    loaded = set(pipe.get_list_adapters().get("unet", [])) if hasattr(pipe, "get_list_adapters") else set()
+    recent[:] = [a for a in recent if a in loaded and a != adapter]
     if adapter not in loaded:
-        if len(loaded) >= MAX_LOADED_ADAPTERS:  # a worker visits many classes: keep its memory bounded
-            pipe.delete_adapters(list(loaded))
-        pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=adapter)
+        while len(recent) >= MAX_LOADED_ADAPTERS:  # a worker visits many classes: evict the least recently used
+            pipe.delete_adapters(recent.pop(0))
+        with warnings.catch_warnings():  # several adapters in one model is the point here, not a mistake
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=adapter)
+    recent.append(adapter)
     pipe.enable_lora()
     pipe.set_adapters([adapter])
     return name
 
 
-MAX_LOADED_ADAPTERS = 8
+MAX_LOADED_ADAPTERS = 64  # rank-16 SD adapters are a few MB each
+_recent: dict[int, list[str]] = {}  # per pipeline: its loaded adapters, least recently used first

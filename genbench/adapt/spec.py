@@ -24,6 +24,7 @@ name): another method, setting, reference set, base model or dataset makes anoth
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -78,6 +79,23 @@ class AdaptSpec:
         if self.filter is not None:
             out["filter"] = asdict(self.filter)
         return out
+
+
+def class_token(dataset: str, class_name: str) -> str:
+    """The paper's per-class token, ``<|dataset class|>``, with characters a tokenizer splits on replaced."""
+    return "<|" + re.sub(r"[^A-Za-z0-9]+", "_", f"{dataset} {class_name}").strip("_").lower() + "|>"
+
+
+def check_tokens(dataset: str, classes: tuple[str, ...], where: str) -> None:
+    """Refuse a dataset two of whose classes would share one learned token (names differing only in case or
+    punctuation): the second class would silently be generated with the first one's token."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        token = class_token(dataset, name)
+        if token in seen:
+            raise UsageError(where, "ti", f"a dataset whose classes have distinct tokens ({seen[token]!r} and {name!r} "
+                                          f"of {dataset} both become {token}); method: lora names classes as they are")
+        seen[token] = name
 
 
 def parse_adapt(value: Any, where: str) -> AdaptSpec | None:

@@ -9,7 +9,6 @@ the format ``pipe.load_textual_inversion`` reads ({token: vector} in safetensors
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from genbench.adapt.diffusion import denoising_loss, latents, noise_schedule
+from genbench.adapt.spec import class_token  # noqa: F401 - the token's name lives with the config
 from genbench.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ class TISettings:
             raise UsageError("adapt.lr", self.lr, "a learning rate in (0, 1]")
         if not 1 <= int(self.batch_size) <= 1024:
             raise UsageError("adapt.batch_size", self.batch_size, "an integer from 1 to 1024")
-
-
-def class_token(dataset: str, class_name: str) -> str:
-    """The paper's per-class token, ``<|dataset class|>``, with characters a tokenizer splits on replaced."""
-    return "<|" + re.sub(r"[^A-Za-z0-9]+", "_", f"{dataset} {class_name}").strip("_").lower() + "|>"
 
 
 def _add_token(pipe: Any, token: str, init_text: str) -> int:

@@ -43,6 +43,9 @@ def adapt_stage(states: list[Any], pool: Any, max_retries: int = 2, progress: bo
         outcome = pool.map("adapt", items, lambda _label, _rec: bar.update(1), max_in_flight=1,
                            max_retries=max_retries)
         bar.close()
+        pool.call_all("release_training")  # generation gets the memory the training pipelines and filters held
+        for d in {adaptation.artefact_store(st.job).dir for st in states if _adapts(st.job)}:
+            _sweep(d)  # nothing is in flight any more: what killed attempts left behind goes
         for cause in outcome.causes.values():
             raise cause  # bad input (no reference under on_empty: fail): exit 2, naming the class
         for label, err in outcome.failed.items():
@@ -63,3 +66,16 @@ def adapt_stage(states: list[Any], pool: Any, max_retries: int = 2, progress: bo
 def _adapts(job: Any) -> bool:
     """Whether the collection's source adapts its model first (a generated source with an ``adapt:`` block)."""
     return getattr(job.spec, "adapt", None) is not None
+
+
+def _sweep(directory: Any) -> None:
+    """Scratch directories and half-written records left in an artefact directory by killed attempts."""
+    import shutil
+
+    if not directory.is_dir():
+        return
+    for p in directory.iterdir():
+        if p.name.startswith(".scratch-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".") and ".json." in p.name:
+            p.unlink(missing_ok=True)

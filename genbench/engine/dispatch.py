@@ -64,6 +64,9 @@ class _Worker:
     def adapt(self, *args: Any) -> Any:
         return self.proc.adapt(*args)
 
+    def release_training(self) -> int:
+        return self.proc.release_training()
+
 
 @dataclass
 class Outcome:
@@ -169,6 +172,16 @@ class WorkerPool:
                 else:
                     on_result(lbl, value)
             health.reprobe_due()
+        return out
+
+    def call_all(self, method: str) -> list[Any]:
+        """``method()`` on every live actor; an actor that died meanwhile is skipped (it holds nothing any more)."""
+        out = []
+        for ref in [getattr(a, method).remote() for a in self.actors]:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                log.debug("%s skipped on a dead worker: %s", method, _short(exc))
         return out
 
     def replace(self, idx: int) -> None:

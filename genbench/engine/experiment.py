@@ -122,11 +122,12 @@ def run_experiment(cfg: ExperimentConfig, out: str, address: str | None = None, 
                 records.append(build_record(dataset=dataset, job=job_info, shots=k, clip=cfg.clip,
                                             n_train=int(inputs.counts.sum()), n_test=len(labels), scores=scores,
                                             manifest=manifest, eval_seconds=seconds))
-    if cfg.finetune is not None:
+    write_results(out, records, cfg.storage_options)
+    if cfg.finetune is not None:  # after the scores are safe on disk: a failed fine-tuning loses none of them
         from genbench.engine.finetune import finetune_records
 
         finetune_records(cfg, records)
-    write_results(out, records, cfg.storage_options)
+        write_results(out, records, cfg.storage_options)
     return records
 
 

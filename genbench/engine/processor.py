@@ -106,6 +106,12 @@ class ShardProcessor:
 
         return train_job_unit(job, unit, self.resources)
 
+    def release_training(self) -> int:
+        """Drop the models only adaptation training needed (before generation takes the memory)."""
+        from genbench.sources.adaptation import training_only
+
+        return self.resources.release(training_only)
+
     def embed_split(self, dataset: str, split: str, start: int, stop: int, clip_ref: str, data_root: str | None,
                     cache_dir: str | None) -> np.ndarray:
         from genbench.engine.testsplit import read_images

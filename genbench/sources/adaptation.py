@@ -33,6 +33,11 @@ def link_adapt(spec: Any, where: str, dataset: str, upstream: list[Upstream]) ->
     """``spec`` with its ``adapt_id`` (and, for retrieved references, the retrieved collection it reads) filled in,
     and the URIs it reads."""
     a = spec.adapt
+    if a.method == "ti":
+        from genbench.adapt.spec import check_tokens
+        from genbench.catalog import get_dataset
+
+        check_tokens(dataset, get_dataset(dataset).classes, f"{where}.adapt.method")
     # Not the dataset: the collection's identity has it already, and one entry's collections share one name across
     # datasets (the artefacts themselves are per dataset, artefact_store).
     ident: dict[str, Any] = {"adapt": a.identity(), "generator": spec.generator, "recipe": spec.generator_recipe}
@@ -118,7 +123,7 @@ def _references(job: Any, resources: Any, notes: dict[str, Any]) -> Callable[[in
 
         candidates = decoded(of_class(cls))
         result = filter_references(candidates, spec.classes[cls], a.filter, _filter_models(a.filter, job, resources))
-        notes.setdefault("filter", {})[spec.classes[cls]] = {"candidates": len(candidates), "kept": len(result.kept)}
+        notes.setdefault("filter", {})[spec.classes[cls]] = result.record()  # each candidate's caption/similarity
         return list(result.kept)
 
     return retrieved
@@ -152,7 +157,14 @@ def train_job_unit(job: Any, unit: int, resources: Any) -> dict[str, Any]:
     notes: dict[str, Any] = {}
     pipe = _training_generator(job, resources).pipe
     return train_unit(pipe, store, job.dataset, a.method, a.settings(), unit, _references(job, resources, notes),
-                      job.run_seed, a.on_empty, notes=notes)
+                      job.run_seed, a.on_empty, notes=notes, min_side=a.filter.min_side if a.filter else 32)
+
+
+def training_only(key: tuple) -> bool:
+    """Whether a worker's cached resource serves only adaptation training (its float32 training pipelines, the filter's
+    models, the retrieved references read for it): dropped once the adaptation stage is over."""
+    return (key[0] in ("filter-models", "retrieved-references")
+            or (key[0] == "generator" and str(key[-1]).startswith("train-")))
 
 
 def class_namer(job: Any, generator: Any) -> Callable[[int], str]:

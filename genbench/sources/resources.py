@@ -49,6 +49,22 @@ class Resources:
             self._loaded[key] = make()
         return self._loaded[key]
 
+    def release(self, match: Callable[[tuple], bool]) -> int:
+        """Drop what ``match(key)`` selects (models a stage no longer needs) and free the GPU memory they held;
+        returns how many were dropped."""
+        gone = [k for k in self._loaded if match(k)]
+        for k in gone:
+            del self._loaded[k]
+        if gone:
+            import gc
+
+            gc.collect()
+            if self.on_gpu:
+                import torch
+
+                torch.cuda.empty_cache()
+        return len(gone)
+
     def clip(self, ref: str, cache_dir: str | None = None) -> Any:
         """A :class:`genbench.models.clip.ClipEncoder`."""
 
