@@ -194,8 +194,8 @@ def test_adaptation_still_to_train_is_in_the_estimate_once_per_adaptation(tmp_pa
     cfg = parse_config({"name": "x", "datasets": ["digits_rot"], "clip": "toy", "sources": [gen]})
     dt, st = make_plan(cfg, str(tmp_path / "o")).collections
     generation = dt.collection.make_images / 48.0 / 3600  # the toy generator's measured 48 images/s at 20 steps
-    assert dt.estimate.device_hours == pytest.approx(generation + 10 * 60 / 13.5 / 3600)  # 10 classes x 60 steps
-    assert "adaptation: 10 unit(s) x 60 ti steps at 13.5 steps/s" in dt.estimate.basis
+    assert dt.estimate.device_hours == pytest.approx(generation + 10 * 60 / 30.0 / 3600)  # 10 classes x 60 steps
+    assert "adaptation: 10 unit(s) x 60 ti steps at 30 steps/s" in dt.estimate.basis
     assert st.estimate.device_hours == pytest.approx(generation)  # the same adaptation: counted once
     table = load_table()
     assert table.adaptation_rate("stabilityai/stable-diffusion-2-1-base", None).images_per_second == 1.67
