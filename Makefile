@@ -29,7 +29,7 @@ run: setup
 # Two processes, whole files each (module fixtures stay in one process): most tests wait on Ray start-up,
 # subprocesses and loopback servers, so two of them share the 2-core machine well.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(PY) -m pytest -q -m benchmark

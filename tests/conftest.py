@@ -27,3 +27,17 @@ def ray_local():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+# The files whose tests take longest (from `pytest --durations`), longest first. `make test` runs two processes
+# that each take whole files (--dist loadfile, --no-loadscope-reorder): started first, the long files overlap the
+# many short ones instead of leaving one process working alone at the end.
+LONG_FILES = ("test_fault_tolerance.py", "test_ra.py", "test_retrieval_e2e.py", "test_collection_reuse.py",
+              "test_s3.py", "test_end_to_end.py", "test_toy_science.py", "test_hostile_data.py", "test_multinode.py",
+              "test_locks.py", "test_adapt_engine.py", "test_original_ondisk.py", "test_ray_job.py", "test_adapt.py",
+              "test_finetune.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order

@@ -23,7 +23,7 @@ from tests.helpers import tars, worker_killed_during
 DATASET = "digits_rot"
 GEN = {"source": "generated", "generator": "toy", "strategies": ["dt"], "shots": 2, "steps": 4,
        "guidance_scale": 3.0, "batch_size": 8}
-TI = {**GEN, "adapt": {"method": "ti", "shots": 2, "steps": 12, "lr": 0.03, "batch_size": 4}}
+TI = {**GEN, "adapt": {"method": "ti", "shots": 2, "steps": 4, "lr": 0.03, "batch_size": 4}}
 LORA = {**GEN, "adapt": {"method": "lora", "shots": 2, "steps": 3, "lr": 0.008, "batch_size": 4}, "steps": 4,
         "guidance_scale": 3.0}
 CONFIG = {"name": "adapt", "datasets": [DATASET], "clip": "toy", "seed": 0, "shard_size": 20, "sources": [TI, LORA],
@@ -89,7 +89,7 @@ def test_each_class_is_adapted_once_and_its_collection_names_the_adaptation(buil
 def test_the_adaptation_is_part_of_the_collection_identity(tmp_path):
     root = str(tmp_path)
     base = {j.variant for j in _jobs(CONFIG, root)}
-    more_steps = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 13}}, LORA])
+    more_steps = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 5}}, LORA])
     other_refs = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "shots": 3}}, LORA])
     plain = _cfg(sources=[GEN])
     variants = [j.variant for cfg in (more_steps, other_refs, plain) for j in _jobs(cfg, root)[:1]]
@@ -111,7 +111,7 @@ def test_rerun_trains_nothing(built, caplog):
 
 def test_a_killed_worker_loses_no_finished_class_and_only_its_class_is_redone(built, ray_local, tmp_path, caplog):
     root = str(tmp_path / "shards")
-    cfg = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 20}}])
+    cfg = _cfg(sources=[{**TI, "adapt": {**TI["adapt"], "steps": 12}}])
     adapt_root = os.path.join(root, DATASET, "adapt")
     at_kill: dict[str, int] = {}
 
