@@ -125,13 +125,15 @@ def sd21_steps(steps: int | None, resolution: int | None) -> dict:
            "resolution": px, "dtype": "fp32", "runs": []}
     for batch in ((1, 4) if gpu else (1,)):
         for method in ("ti", "lora"):
-            def run(n: int) -> None:
+            made: list = []
+
+            def run(n: int, batch: int = batch, made: list = made, method: str = method) -> None:
                 if method == "ti":
                     train_token(pipe, images, f"<|bench_{batch}_{n}|>", "dog", templates,
                                 TISettings(steps=n, lr=5e-3, batch_size=batch), 0)
                 else:
-                    train_lora(pipe, images, [[t.format("dog") for t in templates]] * len(images),
-                               LoRASettings(steps=n, batch_size=batch), 0, tempfile.mkdtemp())
+                    made.append(train_lora(pipe, images, [[t.format("dog") for t in templates]] * len(images),
+                                           LoRASettings(steps=n, batch_size=batch), 0, tempfile.mkdtemp()))
 
             run(1)  # warm-up: kernels, allocator, adapter creation
             if gpu:
@@ -144,7 +146,9 @@ def sd21_steps(steps: int | None, resolution: int | None) -> dict:
             rate = steps / seconds
             out["runs"].append({"method": method, "batch_size": batch, "steps": steps, "seconds": round(seconds, 2),
                                 "steps_per_s": round(rate, 3),
-                                "minutes_per_1000_steps": round(1000 / rate / 60, 1)})
+                                "minutes_per_1000_steps": round(1000 / rate / 60, 1),
+                                # what one class's adapter weighs on disk (UNet and text encoder, float32)
+                                **({"adapter_mb": round(os.path.getsize(made[-1]) / 2**20, 1)} if made else {})})
     if gpu:
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out

@@ -18,6 +18,28 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+CHUNK = 512  # split images decoded and held at once
+
+
+def read_images(split: Any, indices: range) -> list:
+    """The split's images; one that cannot be read is fatal, naming its file: a score without it would be wrong."""
+    from genbench.errors import UsageError
+
+    out = []
+    for i in indices:
+        try:
+            out.append(split.image(i))
+        except Exception as exc:
+            raise UsageError(f"{split.dataset} {split.split} split", split.ref(i),
+                             f"readable images (this one: {type(exc).__name__}: {str(exc)[:120]})") from None
+    return out
+
+
+def embed_split_images(split: Any, clip: Any, n: int | None = None) -> np.ndarray:
+    """(n, D) unit rows: the first ``n`` (default all) images of ``split`` through ``clip``, :data:`CHUNK` at a time."""
+    n = len(split) if n is None else n
+    parts = [clip.encode_images(read_images(split, range(s, min(s + CHUNK, n)))) for s in range(0, n, CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, clip.dim), np.float32)
 
 
 def resolve_cache_dir(cache_dir: str | None) -> str:

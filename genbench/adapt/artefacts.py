@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ class ClassArtefacts:
                                                        f"(it was made for {made_for.get('base')!r} on "
                                                        f"{made_for.get('dataset')!r})")
         return weights
+
+    def sweep(self) -> None:
+        """Remove what killed attempts left here: scratch directories and half-written records (call only when no
+        trainer writes to this store)."""
+        if not self.dir.is_dir():
+            return
+        for p in self.dir.iterdir():
+            if p.name.startswith(".scratch-") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(".") and ".json." in p.name:
+                p.unlink(missing_ok=True)
 
     def scratch(self) -> Path:
         """A private directory next to the artefacts for a trainer's output before commit."""

@@ -7,7 +7,7 @@ class, each captioned by BLIP-2, kept where the caption's BERT similarity to the
   ``clip`` (cheaper: CLIP cosine between the image and the prompt ``"a photo of a {class}"``), or ``none`` (keep all).
 - A candidate is **kept iff its similarity >= threshold** (similarities are cosines, so thresholds lie in [-1, 1]:
   -1 keeps every candidate; 1 keeps only exact matches). Default threshold: 0.8 for ``caption`` (the paper's),
-  0.25 for ``clip`` (a CLIP cosine at which ViT-B/32 image-prompt pairs usually agree; tune per model).
+  0.25 for ``clip`` (an unmeasured starting point for ViT-B/32 image-prompt cosines: tune it per model).
   An empty caption says nothing about the class: it scores -1, so it is kept only at threshold -1.
 - Only the first ``candidates`` images offered are considered (the retrieval order is the rank order).
 - ``min_side``: references whose shorter side is below it are counted (:func:`small_references`) and reported; the

@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from genbench.errors import UsageError
 from genbench.sources import adaptation
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ def adapt_stage(states: list[Any], pool: Any, max_retries: int = 2, progress: bo
                            max_retries=max_retries)
         bar.close()
         pool.call_all("release_training")  # generation gets the memory the training pipelines and filters held
-        for d in {adaptation.artefact_store(st.job).dir for st in states if _adapts(st.job)}:
-            _sweep(d)  # nothing is in flight any more: what killed attempts left behind goes
+        for st in states:  # nothing is in flight any more: what killed attempts left behind goes
+            if _adapts(st.job):
+                adaptation.artefact_store(st.job).sweep()
         for cause in outcome.causes.values():
             raise cause  # bad input (no reference under on_empty: fail): exit 2, naming the class
         for label, err in outcome.failed.items():
@@ -63,19 +65,15 @@ def adapt_stage(states: list[Any], pool: Any, max_retries: int = 2, progress: bo
                             "inversion is known to fail on such references (the paper's CIFAR-10)", st.job.uri, small)
 
 
+def check_output(planned: list[Any], shards_root: str) -> None:
+    """Adaptation artefacts are files beside the collections: a run that adapts needs a local or shared filesystem."""
+    if "://" in shards_root and any(_adapts(p.job) for p in planned):
+        raise UsageError("out", shards_root, "a local or shared-filesystem directory for a run that adapts its "
+                                             "generator (adaptation artefacts are written as files beside the "
+                                             "collections)")
+
+
 def _adapts(job: Any) -> bool:
     """Whether the collection's source adapts its model first (a generated source with an ``adapt:`` block)."""
     return getattr(job.spec, "adapt", None) is not None
 
-
-def _sweep(directory: Any) -> None:
-    """Scratch directories and half-written records left in an artefact directory by killed attempts."""
-    import shutil
-
-    if not directory.is_dir():
-        return
-    for p in directory.iterdir():
-        if p.name.startswith(".scratch-") and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(".") and ".json." in p.name:
-            p.unlink(missing_ok=True)

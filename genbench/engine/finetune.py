@@ -70,12 +70,24 @@ def finetune_on_ray(collection: str, clip_ref: str | None = None, settings: Fine
     open_collection(collection, clip_ref, kwargs.get("shots"), kwargs.get("storage_options"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     resources = init_ray(address)
-    gpus = num_gpus if num_gpus is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+    gpus = num_gpus if num_gpus is not None else _gpus(resources)
     log.info("fine-tuning in a Ray task (%g CPU, %g GPU)", num_cpus, gpus)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=gpus, max_retries=0)(_task)
+    return _get(remote.remote({"collection": collection, "clip_ref": clip_ref, "settings": settings, **kwargs},
+                              num_cpus))
+
+
+def _gpus(resources: dict[str, Any]) -> float:
+    """One GPU per fine-tuning task when the cluster has any."""
+    return 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+
+
+def _get(ref: Any) -> dict[str, Any]:
+    """A task's record; a genbench error raised in the task is raised here as itself (exit 2 for bad input)."""
+    import ray
+
     try:
-        return ray.get(remote.remote({"collection": collection, "clip_ref": clip_ref, "settings": settings, **kwargs},
-                                     num_cpus))
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, GenbenchError):
@@ -94,22 +106,18 @@ def finetune_records(cfg: Any, records: list[dict[str, Any]]) -> None:
     wanted = [r for r in records if plan.wants(str(r.get("source")), int(r["shots"]))]
     if not wanted:
         return
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    gpus = _gpus(ray.cluster_resources())
     cpus = float(cfg.engine.cpus_per_worker)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_task)
     log.info("fine-tuning CLIP on %d collection prefix(es) (%g CPU, %g GPU each)", len(wanted), cpus, gpus)
     refs = [remote.remote({"collection": r["collection"], "clip_ref": cfg.clip, "settings": plan.settings,
                            "shots": int(r["shots"]), "data_root": cfg.data_root, "cache_dir": cfg.cache_dir,
                            "storage_options": dict(cfg.storage_options),
-                           "accept_test_subset": cfg.accept_test_subset}, cpus) for r in wanted]
+                           "accept_test_subset": cfg.accept_test_subset,
+                           # the record has the base model's zero-shot score already: no second pass over the test split
+                           "base_zeroshot": False}, cpus) for r in wanted]
     for rec, ref in zip(wanted, refs):
-        try:
-            got = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, GenbenchError):
-                raise cause from None
-            raise
+        got = _get(ref)
         rec["scores"]["finetune"] = got["scores"]["finetune"]
         rec["finetune"] = {k: got[k] for k in ("chosen_epoch", "validation", "settings", "n_train", "n_val", "steps",
                                                "train_seconds", "device")}

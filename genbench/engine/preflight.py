@@ -17,6 +17,7 @@ from typing import Any
 from genbench.catalog import get_dataset
 from genbench.catalog.loaders import load_split
 from genbench.config import ExperimentConfig
+from genbench.engine.adaptation import check_output as check_adaptation_output
 from genbench.engine.plan import CollectionJob
 from genbench.errors import UsageError
 from genbench.shards.store import join
@@ -142,11 +143,7 @@ def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool =
     for i, entry in enumerate(cfg.sources):
         registry.load(entry.ref).check(entry.spec, f"sources[{i}]", ctx)
     planned = plan_jobs(cfg, shards_root, ctx)
-    for p in planned:
-        if getattr(p.job.spec, "adapt", None) is not None and "://" in p.job.uri:
-            raise UsageError("out", shards_root, "a local or shared-filesystem directory for a run that adapts its "
-                                                 "generator (adaptation artefacts are written as files beside the "
-                                                 "collections)")
+    check_adaptation_output(planned, shards_root)
     from genbench.engine.testsplit import check_split_size
 
     for ds in cfg.datasets:

@@ -114,7 +114,7 @@ class ShardProcessor:
 
     def embed_split(self, dataset: str, split: str, start: int, stop: int, clip_ref: str, data_root: str | None,
                     cache_dir: str | None) -> np.ndarray:
-        from genbench.engine.testsplit import read_images
+        from genbench.embeddings import read_images
 
         data = self.resources.split(dataset, split, data_root)
         clip = self.resources.clip(clip_ref, cache_dir)

@@ -11,21 +11,17 @@ import numpy as np
 
 from genbench.catalog import get_dataset
 from genbench.catalog.loaders import load_split
-from genbench.embeddings import cache_key, cached_embeddings, resolve_cache_dir
+from genbench.embeddings import CHUNK, cache_key, cached_embeddings, embed_split_images, resolve_cache_dir
 from genbench.errors import ShardFailures, UsageError
 
 log = logging.getLogger(__name__)
 
-CHUNK = 512
-
 
 def _compute(dataset: str, split_name: str, n: int, clip: Any, clip_ref: str, data_root: str | None,
              cache_dir: str | None, pool: Any) -> np.ndarray:
-    starts = list(range(0, n, CHUNK))
     if pool is None:
-        split = load_split(get_dataset(dataset), split_name, data_root)
-        parts = [clip.encode_images(read_images(split, range(s, min(s + CHUNK, n)))) for s in starts]
-        return np.concatenate(parts) if parts else np.zeros((0, clip.dim), np.float32)
+        return embed_split_images(load_split(get_dataset(dataset), split_name, data_root), clip, n)
+    starts = list(range(0, n, CHUNK))
     done: dict[int, np.ndarray] = {}
     items = [(f"{dataset}/{split_name}/{s}", (dataset, split_name, s, min(s + CHUNK, n), clip_ref, data_root, cache_dir))
              for s in starts]
@@ -35,18 +31,6 @@ def _compute(dataset: str, split_name: str, n: int, clip: Any, clip_ref: str, da
     if outcome.failed:
         raise ShardFailures(outcome.failed)
     return np.concatenate([done[s] for s in starts])
-
-
-def read_images(split: Any, indices: range) -> list:
-    """The split's images; one that cannot be read is fatal, naming its file: a score without it would be wrong."""
-    out = []
-    for i in indices:
-        try:
-            out.append(split.image(i))
-        except Exception as exc:
-            raise UsageError(f"{split.dataset} {split.split} split", split.ref(i),
-                             f"readable images (this one: {type(exc).__name__}: {str(exc)[:120]})") from None
-    return out
 
 
 def check_split_size(dataset: Any, split: Any, accept_subset: bool, field: str) -> None:

@@ -101,10 +101,12 @@ def finetune(
     storage_options: dict | None = None,
     device: str | None = None,
     progress: bool = False,
+    base_zeroshot: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``clip_ref`` on ``collection`` (its first ``shots`` shots if given) and score it; returns the JSON
     record (:func:`finetune_record`). ``open_test(spec)`` opens the test split once the epoch is chosen (default:
-    :func:`genbench.catalog.loaders.load_split` as it is)."""
+    :func:`genbench.catalog.loaders.load_split` as it is). ``base_zeroshot``: also score the base model (the record's
+    ``scores.zeroshot`` and ``gain``); a run whose records hold it already passes False."""
     from genbench.catalog.loaders import load_split
     from genbench.finetune import score, train
     from genbench.models.clip import load_clip
@@ -128,8 +130,8 @@ def finetune(
     # Only now, with the checkpoint chosen, is the test split opened.
     opener = open_test or (lambda s: load_split(s, "test", data_root))
     with _torch_threads(settings.threads):
-        scores, n_test = score.score_on_test(spec, {"zeroshot": clip, "finetune": selection.encoder},
-                                             lambda: opener(spec))
+        encoders = {"zeroshot": clip} if base_zeroshot else {}  # a run's record has it already
+        scores, n_test = score.score_on_test(spec, {**encoders, "finetune": selection.encoder}, lambda: opener(spec))
     return finetune_record(coll, collection=collection, shots=shots, settings=settings, selection=selection,
                            data=data, scores=scores, n_test=n_test, device=str(clip.device),
                            wall_seconds=time.perf_counter() - start)
@@ -161,7 +163,7 @@ def finetune_record(coll: OpenedCollection, *, collection: str, shots: int | Non
         "shots": shots if shots is not None else man["spec"].get("shots"),
         "clip": clip_ref,
         "scores": {k: float(v) for k, v in scores.items()},
-        "gain": float(scores["finetune"] - scores["zeroshot"]),
+        "gain": float(scores["finetune"] - scores["zeroshot"]) if "zeroshot" in scores else None,
         "chosen_epoch": selection.chosen_epoch,
         "validation": selection.curve,
         "settings": settings.to_json(),

@@ -92,11 +92,8 @@ def _training_generator(job: Any, resources: Any) -> Any:
     """The generator trained on: a float32 copy of its own per adaptation (a bf16/fp16 generation pipeline cannot
     take optimizer steps, and one adaptation's added tokens must not reach another's checkpoints)."""
     spec = job.spec
-    gen = resources.generator(spec.generator, "fp32", spec.scheduler, False, job.cache_dir,
-                              instance=f"train-{spec.adapt_id}")
-    if getattr(gen, "pipe", None) is None:
-        raise UsageError("generator", spec.generator, "a diffusers pipeline to adapt (not 'null')")
-    return gen
+    return resources.generator(spec.generator, "fp32", spec.scheduler, False, job.cache_dir,
+                               instance=f"train-{spec.adapt_id}")
 
 
 def _references(job: Any, resources: Any, notes: dict[str, Any]) -> Callable[[int], list[Image.Image]]:
@@ -171,10 +168,7 @@ def class_namer(job: Any, generator: Any) -> Callable[[int], str]:
     """``cls -> the text naming the class in prompts``, switching ``generator``'s pipeline to that class's artefact."""
     from genbench.adapt.run import apply
 
-    store = artefact_store(job)
-    pipe = getattr(generator, "pipe", None)
-    if pipe is None:
-        raise UsageError("generator", job.spec.generator, "a diffusers pipeline to adapt (not 'null')")
+    store, pipe = artefact_store(job), generator.pipe  # never the null generator: GeneratedSpec.validate refuses it
     return lambda cls: apply(pipe, store, job.spec.generator, job.dataset, cls)
 
 
