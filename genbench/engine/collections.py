@@ -22,8 +22,8 @@ from genbench import cost
 from genbench.engine.plan import ShardTask, plan_collection, recorded_shots
 from genbench.errors import ShardFailures
 from genbench.shards import manifest as mf
-from genbench.shards.reader import sidecar_class_sums
-from genbench.shards.sidecar import FIXED_SCALE, to_fixed
+from genbench.shards.classsums import RECORD_KEY, collection_sums, write_totals
+from genbench.shards.sidecar import FIXED_SCALE
 from genbench.shards.store import Store
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,12 @@ def ready(stage: list[CollectionState], states: list[CollectionState]) -> list[C
 
 
 def reduce_done(state: CollectionState) -> None:
-    """Class sums of the shards done before this run, from their sidecars."""
+    """Class sums of the shards done before this run, from the sums their records list (sidecars only for shards
+    committed without them)."""
     if not state.clip_slug or not state.records:
         return
-    done = [(t.name, t.slot_stop) for t in state.tasks if t.name in state.records]
-    fixed, counts = sidecar_class_sums(state.store, done, state.clip_slug, state.job.num_classes, fixed=True)
+    done = [(t.name, t.slot_stop, state.records[t.name]) for t in state.tasks if t.name in state.records]
+    fixed, counts = collection_sums(state.store, done, state.clip_slug, state.job.num_classes, fixed=True)
     present = np.flatnonzero(counts)
     if len(present):
         state.add_fixed(present, fixed[present], counts[present])
@@ -181,10 +182,10 @@ def build(states: list[CollectionState], pool: Any, max_in_flight: int = 2, max_
     def on_result(label: str, res: dict[str, Any]) -> None:
         st, task = by_label[label]
         st.records[task.name] = {k: v for k, v in res.items()
-                                 if k not in ("class_ids", "sums", "counts", "label", "clip_slug", "embed_only")}
+                                 if k not in ("class_ids", "fixed", "counts", "label", "clip_slug", "embed_only")}
         st.made += 1
-        if "sums" in res:
-            st.add_fixed(np.asarray(res["class_ids"]), to_fixed(np.asarray(res["sums"])), np.asarray(res["counts"]))
+        if "fixed" in res:
+            st.add_fixed(np.asarray(res["class_ids"]), np.asarray(res["fixed"]), np.asarray(res["counts"]))
         if not res.get("embed_only"):
             gpu, cpu = cost.record_seconds(res)
             spent[0], spent[1] = spent[0] + gpu, spent[1] + cpu
@@ -235,6 +236,9 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
             "shortfall": {"missing_samples": len(short), "per_class": per_class},
             "complete": not st.failed and len(recs) == len(st.tasks),
         }
+        if st.clip_slug and st.sums is not None and extra["complete"] and not st.failed:
+            # The run's reduced sums are exactly the records' sums: the totals let scoring read one file.
+            extra[RECORD_KEY] = {st.clip_slug: write_totals(st.store, st.clip_slug, recs, st.sums, st.counts)}
         job = st.job
         spec = {**job.identity(), "shots": job.shots, "clip": job.clip, "source_ref": job.source_ref}
         mf.write_manifest(st.store, spec, recs, extra)
@@ -244,13 +248,13 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
 
 
 def prefix_sums(state: CollectionState, shots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums over the first ``shots`` shots: the run's own sums at the full extent, else read from the
-    sidecars (a prefix of the shard list)."""
+    """Per-class sums over the first ``shots`` shots: the run's own sums at the full extent, else the persisted sums of
+    the prefix's whole shards (and the sidecar of a shard the prefix ends inside)."""
     if shots >= state.job.shots:
         return state.centroid_inputs()
     limit = shots * state.job.num_classes
-    shards = [(t.name, t.slot_stop) for t in state.tasks if t.slot_start < limit]
-    return sidecar_class_sums(state.store, shards, state.clip_slug, state.job.num_classes, shots)
+    shards = [(t.name, t.slot_stop, state.records.get(t.name)) for t in state.tasks if t.slot_start < limit]
+    return collection_sums(state.store, shards, state.clip_slug, state.job.num_classes, shots)
 
 
 def shard_names(state: CollectionState, shots: int) -> list[str]:

@@ -20,7 +20,6 @@ from genbench.metrics.clipscore import PROMPT_SIMILARITY, prompt_similarity
 from genbench.shards.manifest import invalidate
 from genbench.shards.reader import read_samples
 from genbench.shards.schema import Sample, decode_image
-from genbench.shards.sidecar import class_sums
 from genbench.shards.store import Store
 from genbench.shards.writer import commit_shard, commit_sidecars, stats_rel
 from genbench.sources import registry
@@ -68,22 +67,22 @@ class ShardProcessor:
             made = source.produce(task, self.resources)
             made.check(task.members(), job.source_ref)
             samples, short, bad = made.samples, made.shortfall, made.bad
-        embeddings, extra, sums = {}, {}, None
+        embeddings, extra = {}, {}
         if clip is not None:
             emb, columns = embed_samples(clip, samples)
             embeddings[clip.slug], extra[clip.slug] = emb, columns
-            sums, counts = class_sums(np.array([s.cls for s in samples], dtype=np.int64), emb, job.num_classes)
         elapsed = time.perf_counter() - t0
         if task.embed_only:
             spent = float(record.get("embed_seconds", 0.0)) + elapsed
-            rec = commit_sidecars(store, record, samples, embeddings, extra, embed_seconds=spent)
+            rec, sums = commit_sidecars(store, record, samples, embeddings, extra, job.num_classes, embed_seconds=spent)
         else:
             record = {**self._timing(elapsed, task, short), "bad_samples": bad[:MAX_BAD_LISTED], "bad_count": len(bad)}
-            rec = commit_shard(store, task.shard_id, samples, embeddings, record, extra)
+            rec, sums = commit_shard(store, task.shard_id, samples, embeddings, record, extra, job.num_classes)
         result = {**rec, "label": task.label, "embed_only": task.embed_only}
-        if sums is not None:
-            present = np.flatnonzero(counts)
-            result.update(class_ids=present, sums=sums[present], counts=counts[present], clip_slug=clip.slug)
+        if clip is not None:
+            # The sums just committed beside the sidecar (int64 fixed point): the driver adds them as they are.
+            class_ids, counts, fixed = sums[clip.slug]
+            result.update(class_ids=class_ids, fixed=fixed, counts=counts, clip_slug=clip.slug)
         return result
 
     def _timing(self, elapsed: float, task: Any, short: list) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from genbench.metrics.score import ScoreInputs, score_all
 from genbench.metrics.zeroshot import class_text_embeddings
 from genbench.report.records import build_record
 from genbench.shards import manifest as mf
-from genbench.shards.reader import iter_images, read_external, read_samples, sidecar_class_sums
+from genbench.shards.classsums import RECORD_KEY, collection_sums, read_totals
+from genbench.shards.reader import iter_images, read_external, read_samples
 from genbench.shards.lock import CollectionLock
 from genbench.shards.sidecar import sidecar_rel
 from genbench.shards.store import Store
@@ -82,10 +83,12 @@ def _embed_missing(store: Store, uri: str, clip: Any) -> int:
             raise UsageError("--collection", uri, f"shards whose samples hold an image ({exc})") from None
         emb, columns = embed_samples(clip, samples)
         if store.exists(stats_rel(name)):
-            commit_sidecars(store, json.loads(store.read_bytes(stats_rel(name))), samples, {clip.slug: emb},
-                            {clip.slug: columns})
+            rec, _ = commit_sidecars(store, json.loads(store.read_bytes(stats_rel(name))), samples, {clip.slug: emb},
+                                     {clip.slug: columns})
+            fields = {k: rec[k] for k in (RECORD_KEY, "sidecar_bytes") if k in rec}
         else:
-            write_sidecars(store, name, samples, {clip.slug: emb}, {clip.slug: columns})
+            fields, _ = write_sidecars(store, name, samples, {clip.slug: emb}, {clip.slug: columns})
+        entry[RECORD_KEY] = {**(entry.get(RECORD_KEY) or {}), **fields[RECORD_KEY]}
         entry["embeddings"] = sorted(set(entry.get("embeddings", [])) | {clip.slug})
         written += 1
     if written:
@@ -152,10 +155,13 @@ def score_collection_dir(
         man = mf.read_manifest(store, "--train")
         entries = mf.shard_entries(man, "--train")
     limit = None if shots is None else shots * spec.num_classes
+    whole = limit is None or all(int(s["slot_stop"]) <= limit for s in entries)
     entries = [s for s in entries if limit is None or s["slot_start"] < limit]
     shard_names = [_shard_name(s) for s in entries]
-    sums, counts = sidecar_class_sums(store, [(n, int(s["slot_stop"])) for n, s in zip(shard_names, entries)],
-                                      clip.slug, spec.num_classes, shots)
+    # The collection's totals when the whole collection is scored, else the shards' own sums.
+    totals = read_totals(store, man, entries, clip.slug, spec.num_classes) if whole else None
+    sums, counts = totals or collection_sums(store, [(n, int(s["slot_stop"]), s) for n, s in zip(shard_names, entries)],
+                                             clip.slug, spec.num_classes, shots)
     test_emb, labels = split_embeddings(dataset, "test", clip, clip_ref, data_root, cache_dir)
     text_emb = class_text_embeddings(clip, spec.classes, spec.templates)
 

@@ -144,9 +144,19 @@ def shard_status(
     if verify == "sha256" and store.sha256(f"{shard}.tar") != record.get("sha256"):
         log.warning("shard %s: sha256 mismatch, will redo it", shard)
         return "make"
-    if any(sidecar_rows(store, sidecar_rel(s, shard)) != record["samples"] for s in clip_slugs):
+    if any(not _sidecar_intact(store, record, s) for s in clip_slugs):
         return "embed"  # missing, unreadable, truncated or another shard's sidecar: embedded again from the tar
     return "done"
+
+
+def _sidecar_intact(store: Store, record: dict[str, Any], clip_slug: str) -> bool:
+    """The sidecar of ``clip_slug`` has the size its record states (a stat: resuming reads no embedding), or, for a
+    record written before sizes were recorded, one row per sample by its parquet footer."""
+    shard = record["shard"]
+    recorded = (record.get("sidecar_bytes") or {}).get(clip_slug)
+    if isinstance(recorded, int):
+        return store.size(sidecar_rel(clip_slug, shard)) == recorded
+    return sidecar_rows(store, sidecar_rel(clip_slug, shard)) == record["samples"]
 
 
 def sidecar_rows(store: Store, rel: str) -> int | None:
@@ -173,6 +183,7 @@ def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, A
     shards = [
         {k: r[k] for k in ("tar", "samples", "bytes", "sha256", "slot_start", "slot_stop") if k in r}
         | {"gpu_seconds": round(float(r.get("gpu_seconds", 0.0)), 4), "embeddings": r.get("embeddings", [])}
+        | ({"class_sums": r["class_sums"]} if r.get("class_sums") else {})
         for r in records
     ]
     manifest = {

@@ -1,4 +1,5 @@
-"""Committing one shard in the order DESIGN.md fixes: tar (temp, fsync, rename) -> embedding sidecar -> stats record.
+"""Committing one shard in the order DESIGN.md fixes: tar (temp, fsync, rename) -> embedding sidecar (and its class
+sums, :mod:`genbench.shards.classsums`) -> stats record.
 
 A shard is done only when its stats record exists and the tar's size and sha256 match it; readers and reruns trust
 nothing else. Tars are written with a fixed mtime and sorted members, so the same samples give byte-identical files.
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from genbench.shards.classsums import RECORD_KEY, write_shard_sums
 from genbench.shards.layout import shard_name
 from genbench.shards.schema import Sample
 from genbench.shards.sidecar import sidecar_rel, to_parquet_bytes
@@ -57,12 +59,25 @@ def write_tar(store: Store, shard: str, samples: list[Sample]) -> tuple[int, str
 
 
 def write_sidecars(store: Store, shard: str, samples: list[Sample], embeddings: dict[str, np.ndarray],
-                    extra_columns: dict[str, dict[str, np.ndarray]] | None) -> None:
+                   extra_columns: dict[str, dict[str, np.ndarray]] | None,
+                   num_classes: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+    """One sidecar and one class-sums file per CLIP slug; returns (what the shard's record lists of them: each
+    sidecar's size and each sums file's size and sha256, {slug: (class ids, counts, fixed-point sums)})."""
     keys = [s.key for s in samples]
     cls = np.array([s.cls for s in samples], dtype=np.int32)
+    sizes, listed, arrays = {}, {}, {}
     for slug, emb in embeddings.items():
         extra = (extra_columns or {}).get(slug)
-        store.write_bytes(sidecar_rel(slug, shard), to_parquet_bytes(keys, cls, emb, extra))
+        data = to_parquet_bytes(keys, cls, emb, extra)
+        store.write_bytes(sidecar_rel(slug, shard), data)
+        sizes[slug] = len(data)
+        listed[slug], arrays[slug] = write_shard_sums(store, shard, slug, cls, emb, num_classes)
+    return {"sidecar_bytes": sizes, RECORD_KEY: listed}, arrays
+
+
+def _merged(record: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the per-slug entries of ``fields`` added to its own (a slug added later keeps the others)."""
+    return {**record, **{k: {**(record.get(k) or {}), **v} for k, v in fields.items()}}
 
 
 def commit_shard(
@@ -72,14 +87,16 @@ def commit_shard(
     embeddings: dict[str, np.ndarray],
     record: dict[str, Any],
     extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
-) -> dict[str, Any]:
-    """Write tar, then one sidecar per CLIP slug in ``embeddings`` (rows aligned with ``samples``), then the record."""
+    num_classes: int | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+    """Write tar, then per CLIP slug in ``embeddings`` (rows aligned with ``samples``) its sidecar and class sums, then
+    the record; returns (the record, the class sums by slug)."""
     shard = shard_name(shard_id)
     size, digest = write_tar(store, shard, samples)
-    write_sidecars(store, shard, samples, embeddings, extra_columns)
+    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes)
     keys = [s.key for s in samples]
     record = {
-        **record,
+        **_merged(record, fields),
         "shard": shard,
         "tar": f"{shard}.tar",
         "samples": len(samples),
@@ -89,7 +106,7 @@ def commit_shard(
         "embeddings": sorted(embeddings),
     }
     store.write_bytes(stats_rel(shard), json_bytes(record, indent=None))
-    return record
+    return record, sums
 
 
 def commit_sidecars(
@@ -98,12 +115,14 @@ def commit_sidecars(
     samples: list[Sample],
     embeddings: dict[str, np.ndarray],
     extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
+    num_classes: int | None = None,
     **changes: Any,
-) -> dict[str, Any]:
-    """Add sidecars to a committed shard whose tar stays as it is (a CLIP model added later): the sidecars first, then
-    the record rewritten with the new sidecars listed (and ``changes``)."""
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+    """Add sidecars (and class sums) to a committed shard whose tar stays as it is (a CLIP model added later): those
+    first, then the record rewritten with them listed (and ``changes``); returns (the record, the sums by slug)."""
     shard = record["shard"]
-    write_sidecars(store, shard, samples, embeddings, extra_columns)
-    record = {**record, **changes, "embeddings": sorted(set(record.get("embeddings", [])) | set(embeddings))}
+    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes)
+    record = {**_merged(record, fields), **changes,
+              "embeddings": sorted(set(record.get("embeddings", [])) | set(embeddings))}
     store.write_bytes(stats_rel(shard), json_bytes(record, indent=None))
-    return record
+    return record, sums
