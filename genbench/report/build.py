@@ -13,6 +13,7 @@ from genbench.report.costs import cost_blocks
 from genbench.report.document import Block, Bullets, Heading, Notice, Para, Plot, to_html, to_markdown
 from genbench.report.load import merge_results
 from genbench.report.records import notice, toy_notice, untrained
+from genbench.report.sweep import sweep_blocks
 from genbench.report.table2 import GroupedTable, table2
 from genbench.report.table3 import table3
 from genbench.report.tables import dataset_table
@@ -104,6 +105,7 @@ def build_report(results_dirs: list[str], out_dir: str, paper: bool = False) -> 
         blocks.append(Bullets(merged.notes))
     blocks += _table2(records, paper)
     blocks += _table3(records, paper)
+    blocks += sweep_blocks(records)
     for heading, items in sections:
         blocks += [Heading(2, heading), *items]
     blocks += cost_blocks(records)
