@@ -13,8 +13,17 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("TQDM_DISABLE", "1")
-# Tiny models and test-split embeddings are cached once per test session, outside the user's ~/.cache.
-os.environ.setdefault("GENBENCH_CACHE", tempfile.mkdtemp(prefix="genbench-test-cache-"))
+# Tiny models and test-split embeddings are cached once per test session, outside the user's ~/.cache. Under xdist
+# the session's worker processes share one cache (named after the run's id, which every worker gets): each model and
+# split embedding is then built once, not once per process; writers of the cache rename whole files and directories
+# into place, so a concurrent builder never reads half of one.
+_RUN = "".join(c for c in os.environ.get("PYTEST_XDIST_TESTRUNUID", "") if c.isalnum())[:32]
+if _RUN:
+    _CACHE = os.path.join(tempfile.gettempdir(), f"genbench-test-cache-{_RUN}")
+    os.makedirs(_CACHE, mode=0o700, exist_ok=True)
+else:
+    _CACHE = tempfile.mkdtemp(prefix="genbench-test-cache-")
+os.environ.setdefault("GENBENCH_CACHE", _CACHE)
 
 
 @pytest.fixture(scope="session")
