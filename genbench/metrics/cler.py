@@ -30,7 +30,7 @@ def centroids(sums: np.ndarray, counts: np.ndarray, class_names: tuple[str, ...]
 
 
 def cler_logits(test_emb: np.ndarray, cents: np.ndarray) -> np.ndarray:
-    return test_emb.astype(np.float32) @ cents.T
+    return np.asarray(test_emb, dtype=np.float32) @ cents.T
 
 
 def cler_text_logits(test_emb: np.ndarray, cents: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def cler_text_logits(test_emb: np.ndarray, cents: np.ndarray, text_emb: np.ndarr
 
 def score_cler(inputs: Any) -> float:
     cents = centroids(inputs.sums, inputs.counts, inputs.dataset.classes)
-    return task.score(inputs.dataset.metric, inputs.labels, cler_logits(inputs.test_emb, cents))
+    return task.score_linear(inputs.dataset.metric, inputs.labels, inputs.test_emb, cents)
 
 
 def score_cler_text(inputs: Any) -> float:
