@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Source options default to None here: a value the user did not give is left to the source's own default.
     g = sub.add_parser("generate", parents=[common_build], help="generate a collection with a text-to-image model")
-    g.add_argument("--generator", required=True, help="'tiny', 'null', a hub id or a local diffusers directory")
+    g.add_argument("--generator", required=True, action="append", help="'tiny', tiny:<family>, 'null', a hub id or a "
+                   "local diffusers directory; repeated: one collection per generator, in one run")
     g.add_argument("--strategy", default="st", help="prompt strategy (st, dt, ce, rd, np, np+rd, tig)")
-    g.add_argument("--steps", type=_positive("--steps"), help="denoising steps (default 25)")
-    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
+    g.add_argument("--steps", type=_positive("--steps"), help="denoising steps (default: the generator family's, else 25)")
+    g.add_argument("--guidance-scale", type=float, help="guidance scale (default: the generator family's, else 7.5)")
     g.add_argument("--batch-size", type=_positive("--batch-size"), help="images per generator call (default 8)")
     g.add_argument("--resolution", type=_positive("--resolution"), help="generation size in pixels (default: the model's)")
     g.add_argument("--image-size", type=_positive("--image-size"), help="stored size in pixels (default: as generated)")
@@ -246,13 +247,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_cfg(args: argparse.Namespace, source: dict[str, Any]):
+def _build_cfg(args: argparse.Namespace, sources: list[dict[str, Any]]):
     from genbench.config import parse_config
 
     data = {
         "name": args.command,
         "datasets": [args.dataset],
-        "sources": [source],
+        "sources": sources,
         "clip": args.clip,
         "seed": args.seed,
         "shard_size": args.shard_size,
@@ -269,15 +270,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     given = lambda *keys: {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}  # noqa: E731
     if args.command == "generate":
-        src: dict[str, Any] = {"source": "generated", "generator": args.generator, "strategies": [args.strategy],
-                               "shots": args.shots, **given("steps", "guidance_scale", "batch_size", "resolution",
-                                                            "image_size", "image_format", "dtype")}
+        options = given("steps", "guidance_scale", "batch_size", "resolution", "image_size", "image_format", "dtype")
+        srcs = [{"source": "generated", "generator": gen, "strategies": [args.strategy], "shots": args.shots, **options}
+                for gen in dict.fromkeys(args.generator)]
     elif args.command == "retrieve":
-        src = {"source": "retrieved", "index": args.index, "shots": args.shots, "allow_addresses": list(args.allow_address),
-               **given("oversample", "image_size")}
+        srcs = [{"source": "retrieved", "index": args.index, "shots": args.shots,
+                 "allow_addresses": list(args.allow_address), **given("oversample", "image_size")}]
     else:
-        src = {"source": "original", "shots": args.shots, **given("image_format")}
-    cfg = _build_cfg(args, src)
+        srcs = [{"source": "original", "shots": args.shots, **given("image_format")}]
+    cfg = _build_cfg(args, srcs)
     jobs = build_collections(cfg, args.out, address=args.address, workers=args.workers, progress=not args.no_progress)
     for job in jobs:
         print(job.uri)

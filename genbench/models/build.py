@@ -1,7 +1,8 @@
 """Build models from shipped configs with a fixed seed and save them once, so they load like any checkpoint.
 
 ``tiny-sd`` / ``tiny-clip`` prove the plumbing offline; ``sd21-base`` is the published SD 2.1-base architecture with
-random weights, whose speed is the real speed (benchmarks). Nothing here downloads anything.
+random weights, whose speed is the real speed (benchmarks). The generator families' configs (``tiny-<family>``,
+``<family>``) are built by :mod:`genbench.models.build_families`. Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ log = logging.getLogger(__name__)
 _BUILDER_VERSION = 1
 
 
-def _model_dir(kind: str, config: dict[str, Any], cache_dir: str | None) -> Path:
-    key = config_hash({"builder": _BUILDER_VERSION, "config": config})
+def _model_dir(kind: str, config: dict[str, Any], cache_dir: str | None,
+               versions: dict[str, int] | None = None) -> Path:
+    key = config_hash({"builder": _BUILDER_VERSION, "config": config, **(versions or {})})
     return Path(cache_dir or default_cache_dir()) / "models" / f"{kind}-{key}"
 
 
 def built_pipeline_dir(config_name: str = "tiny-sd", cache_dir: str | None = None) -> Path:
-    """Directory of a diffusers pipeline built from ``configs/<config_name>.json`` (built and saved on first use)."""
+    """Directory of a diffusers pipeline built from ``configs/<config_name>.json`` (built and saved on first use).
+    A config with ``models`` is a family config (:mod:`genbench.models.build_families`); the first configs
+    (``tiny-sd``, ``sd21-base``) are StableDiffusionPipeline configs read by :func:`sd_modules`."""
     config = load_config(config_name)
+    if "models" in config:
+        from genbench.models.build_families import BUILDER_VERSION, save_family_pipeline
+        from genbench.models.text_tokenizers import TOKENIZER_VERSION
+
+        versions = {"families": BUILDER_VERSION, "tokenizers": TOKENIZER_VERSION}
+        target = _model_dir(config_name, config, cache_dir, versions)
+        return build_once(target, lambda tmp: save_family_pipeline(config, tmp), marker="model_index.json")
     target = _model_dir(config_name, config, cache_dir)
     return build_once(target, lambda tmp: _save_sd_pipeline(config, tmp), marker="model_index.json")
 

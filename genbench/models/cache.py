@@ -23,9 +23,23 @@ def default_cache_dir() -> str:
 
 
 def load_config(name: str) -> dict[str, Any]:
-    """A JSON config shipped in ``genbench/models/configs/<name>.json``."""
+    """A JSON config shipped in ``genbench/models/configs/<name>.json``. A config with ``"extends": "<other>"`` is that
+    other config with this one's values laid over it (mappings merged key by key, anything else replaced; a mapping
+    that names another ``class`` than the one it overlays replaces it whole)."""
     with open(CONFIG_DIR / f"{name}.json", encoding="utf-8") as f:
-        return json.load(f)
+        config = json.load(f)
+    base = config.pop("extends", None)
+    return _overlay(load_config(base), config) if base else config
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        merge = isinstance(value, dict) and isinstance(below, dict) \
+            and value.get("class", below.get("class")) == below.get("class")
+        out[key] = _overlay(below, value) if merge else value
+    return out
 
 
 def config_hash(config: dict[str, Any], length: int = 12) -> str:

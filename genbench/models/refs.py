@@ -15,8 +15,9 @@ from pathlib import Path
 
 from genbench.errors import UsageError
 
-ALLOWED_GENERATOR = ("toy, tiny, null, random:<config> (e.g. random:sd21-base), a hub id such as "
-                     "stabilityai/stable-diffusion-2-1-base, or a local diffusers pipeline directory")
+ALLOWED_GENERATOR = ("toy, tiny, tiny:<family> (e.g. tiny:flux1-schnell), null, random:<config> (e.g. "
+                     "random:sd21-base), a hub id such as stabilityai/stable-diffusion-2-1-base, or a local diffusers "
+                     "pipeline directory")
 ALLOWED_CLIP = "toy, tiny, ARCH:TAG (e.g. ViT-B-32:openai), ARCH:random, hf-hub:org/repo, or a directory with open_clip_config.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Short names of the generators the paper and users name most, so variant directories read well.
@@ -44,9 +45,16 @@ def slugify(text: str, keep: str = "._-", sep: str = "_", lower: bool = False) -
 
 
 def generator_slug(ref: str) -> str:
-    """``sd21-base`` for SD 2.1-base, else the reference's last path part, lower case (``tiny``, ``random-sd21-base``)."""
+    """``sd21-base`` for SD 2.1-base (the short names above), the family's name for another family hub id
+    (``flux1-schnell``), else the reference's last path part, lower case (``tiny``, ``tiny-sdxl``,
+    ``random-sd21-base``)."""
     if ref in GENERATOR_SLUGS:
         return GENERATOR_SLUGS[ref]
+    from genbench.models.families import family_of
+
+    family = family_of(ref)
+    if family is not None and ref in family.hub_ids:
+        return family.name
     return slugify(ref.rstrip("/").split("/")[-1], keep=".-", sep="-", lower=True)
 
 
@@ -58,13 +66,30 @@ def shipped_pipeline_configs() -> tuple[str, ...]:
                         if p.stem not in _CLIP_CONFIGS and not p.stem.startswith("toy-")))
 
 
+def _configs_text(shipped: tuple[str, ...]) -> str:
+    """The shipped pipeline configs, a family's two (``<family>``, ``tiny-<family>``) said once: one short line."""
+    from genbench.models.families import family_names
+
+    fams = [f for f in family_names() if f in shipped and f"tiny-{f}" in shipped]
+    rest = [s for s in shipped if s not in fams and s not in {f"tiny-{f}" for f in fams}]
+    return f"<family> or tiny-<family> for a family ({', '.join(fams)})" + "".join(f", {s}" for s in rest)
+
+
 def resolve_generator(ref: str, field: str = "generator") -> tuple[str, str]:
-    """(kind, value): ``("toy", "toy-sd")``, ``("tiny", "tiny-sd")``, ``("null", "")``, ``("random", <config>)``, ``("dir", path)`` or
-    ``("hub", id)``. An unknown reference is a :class:`UsageError` naming ``field``."""
+    """(kind, value): ``("toy", "toy-sd")``, ``("tiny", "tiny-sd")`` (``tiny:<family>``: ``("tiny", "tiny-<family>")``),
+    ``("null", "")``, ``("random", <config>)``, ``("dir", path)`` or ``("hub", id)``. An unknown reference is a
+    :class:`UsageError` naming ``field``."""
     if not isinstance(ref, str) or not ref.strip():
         raise UsageError(field, ref, ALLOWED_GENERATOR)
     if ref == "tiny":
         return "tiny", "tiny-sd"
+    if ref.startswith("tiny:"):
+        from genbench.models.families import family_names, tiny_config
+
+        name = ref[len("tiny:"):]
+        if name not in family_names():
+            raise UsageError(field, ref, "tiny:<family> with family one of " + ", ".join(family_names()))
+        return "tiny", tiny_config(name)
     if ref == "toy":
         return "toy", TOY_GENERATOR
     if ref == "null":
@@ -73,7 +98,7 @@ def resolve_generator(ref: str, field: str = "generator") -> tuple[str, str]:
         name = ref[len("random:"):]
         shipped = shipped_pipeline_configs()
         if name not in shipped:
-            raise UsageError(field, ref, "random:<config> with config one of " + ", ".join(f"random:{s}" for s in shipped))
+            raise UsageError(field, ref, "random:<config>, config one of " + _configs_text(shipped))
         return "random", name
     if os.path.isdir(ref):
         if not os.path.isfile(os.path.join(ref, "model_index.json")):
@@ -92,8 +117,8 @@ def check_generator(ref: str, field: str = "generator") -> None:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(value, "model_index.json"), str):
-            raise UsageError(field, ref, "a local diffusers directory, 'tiny', 'null', or a hub id already in the local "
-                                         "Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)")
+            raise UsageError(field, ref, "a local diffusers directory, 'tiny', tiny:<family>, 'null', or a hub id "
+                                         "already in the local Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)")
 
 
 def toy_recipe(name: str) -> str:
@@ -115,8 +140,8 @@ def toy_models(refs_used: list[str | None], clip: str | None) -> list[str]:
 
 
 def generator_untrained(ref: str | None) -> bool:
-    """tiny, null and random:<config> generators have no trained weights."""
-    return ref is not None and (ref in ("tiny", "null") or ref.startswith("random:"))
+    """tiny, tiny:<family>, null and random:<config> generators have no trained weights."""
+    return ref is not None and (ref in ("tiny", "null") or ref.startswith(("random:", "tiny:")))
 
 
 # ---------------------------------------------------------------------------------------------------------- CLIP

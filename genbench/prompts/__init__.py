@@ -8,6 +8,7 @@ torch until a model is loaded.
 from genbench.prompts.enhance import CE_DEFAULT_REF, CategoryEnhancer
 from genbench.prompts.strategies import (
     EMPHASIS_MODES,
+    NEGATIVE_STRATEGIES,
     NP_MAX_CLASSES,
     NP_QUALITY,
     RD_QUALITY,
@@ -19,5 +20,5 @@ from genbench.prompts.strategies import (
     tig_init_index,
 )
 
-__all__ = ["CE_DEFAULT_REF", "EMPHASIS_MODES", "NP_MAX_CLASSES", "NP_QUALITY", "RD_QUALITY", "RD_SUFFIX", "STRATEGIES", "CategoryEnhancer", "Prompt",
+__all__ = ["CE_DEFAULT_REF", "EMPHASIS_MODES", "NEGATIVE_STRATEGIES", "NP_MAX_CLASSES", "NP_QUALITY", "RD_QUALITY", "RD_SUFFIX", "STRATEGIES", "CategoryEnhancer", "Prompt",
            "make_prompt", "parse_strategy", "tig_init_index"]

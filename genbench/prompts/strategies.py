@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("st", "st-photo", "dt", "ce", "rd", "np", "np+rd", "ra", "tig")
+# The strategies whose prompts carry a negative prompt (NP's other class names, make_prompt): refused for generator
+# families that take none (genbench.sources.generator_family).
+NEGATIVE_STRATEGIES = tuple(s for s in STRATEGIES if "np" in s.split("+"))
 # Table 2's row names for the combinations built on DT: NP and RD already start from a DT prompt.
 ALIASES = {"dt+np": "np", "dt+rd": "rd", "dt+np+rd": "np+rd"}
 

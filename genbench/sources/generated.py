@@ -23,6 +23,7 @@ from genbench.prompts import (
 from genbench.seeds import sample_seed
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
 from genbench.sources import adaptation, augment
+from genbench.sources.generator_family import check_family, family_defaults
 from genbench.sources.base import (
     CheckContext,
     PlanContext,
@@ -92,7 +93,8 @@ class GeneratedSpec(SourceSpec):
     """A text-to-image generator under one or more prompt strategies; each strategy makes its own collection."""
 
     generator: str = option(check=validate.texts("a model reference: " + refs.ALLOWED_GENERATOR), token="", always=True,
-                            help="'toy', 'tiny', 'null', random:<config>, a hub id or a local diffusers directory")
+                            help="'toy', 'tiny', tiny:<family>, 'null', random:<config>, a hub id or a local diffusers "
+                                 "directory")
     strategies: tuple[str, ...] = option(("st",), _strategy_list, identity=False)
     per_dataset: tuple[tuple[str, tuple[str, ...]], ...] = option((), _per_dataset, identity=False)
     steps: int = option(25, validate.ints(1, 1000), token="steps{}", always=True)
@@ -105,6 +107,8 @@ class GeneratedSpec(SourceSpec):
     dtype: str | None = option(None, validate.one_of(None, "bf16", "fp16", "fp32"), token="{}", always=True)
     scheduler: str = option("dpmsolver++", validate.one_of("dpmsolver++", "default"), token="sched-{}", always=True)
     compile: bool = option(False, validate.flags(), token="compiled", always=True)
+    max_sequence_length: int | None = option(None, validate.ints(1, 4096, optional=True), token="seq{}",
+                                             help="text tokens of a T5/Gemma-encoder family (SD3, FLUX, PixArt, Sana)")
     ce_model: str = option(CE_DEFAULT_REF, validate.texts("a T5 model reference: 'tiny', a hub id or a local directory"),
                            token="ce-{}", always=True, when=_is("ce"))
     tig_strength: float = option(0.75, validate.nums(0.0, 1.0, lo_open=True), token="tig{}", always=True, when=_is("tig"))
@@ -164,9 +168,11 @@ class GeneratedSpec(SourceSpec):
         adapt = data.get("adapt")
         if isinstance(adapt, dict) and adapt.get("method") == "lora":
             data = {**DATADREAM_SAMPLING, **data}  # DataDream samples its LoRA generator this way
-        return super().parse(data, where, kind, datasets)
+        # A known generator family's published defaults (genbench.models.families) under what the config sets.
+        return super().parse(family_defaults(data), where, kind, datasets)
 
     def validate(self, where: str, datasets: tuple[str, ...]) -> None:
+        check_family(self, where)
         if self.adapt is not None:
             if self.generator == "null":
                 raise UsageError(f"{where}.adapt", "null", "a diffusers generator to adapt (generator null makes "
@@ -319,6 +325,8 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
             # RD's "((sharp focus))" marks are real prompt weighting, applied to the text encoder's output
             # (genbench.prompts.weighting); "literal" sends them as text.
             kwargs["weighted"] = True
+        if options.max_sequence_length is not None:
+            kwargs["max_sequence_length"] = options.max_sequence_length
         if init_image is not None and _ra_ip(options):
             kwargs["ip_adapter_images"] = [inits[m] for m in chunk]
             kwargs["ip_adapter_scale"] = options.ra_ip_scale
