@@ -135,7 +135,9 @@ def test_generated_images_are_of_the_class_they_were_made_for_and_a_permuted_map
 
 def test_a_collection_with_a_permuted_label_mapping_scores_near_chance_through_genbench_score(quickstart, tmp_path):
     """The DT collection copied with every stored class shifted by one (its sidecars' ``cls``), then scored by the
-    product's own path (`genbench score`): CLER and the probe collapse, while the untouched collection scores high."""
+    product's own path (`genbench score`): CLER and the probe collapse, while the untouched collection scores high.
+    The class sums persisted beside the sidecars (``sums/``) are derived from them and would still hold the true
+    classes: they are removed, so CLER falls back to the edited sidecars as for a collection written without sums."""
     import shutil
 
     import pyarrow as pa
@@ -153,6 +155,7 @@ def test_a_collection_with_a_permuted_label_mapping_scores_near_chance_through_g
         table = pq.read_table(path)
         shifted = pa.array((table.column("cls").to_numpy() + 1) % 10, type=table.schema.field("cls").type)
         pq.write_table(table.set_column(table.schema.get_field_index("cls"), "cls", shifted), path)
+    shutil.rmtree(copy / "sums")
     metrics = ["cler", "linear_probe"]
     honest = score_collection_dir(str(source), "digits", "toy", metrics=metrics)["scores"]
     permuted = score_collection_dir(str(copy), "digits", "toy", metrics=metrics)["scores"]

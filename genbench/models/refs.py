@@ -72,7 +72,8 @@ def _configs_text(shipped: tuple[str, ...]) -> str:
 
     fams = [f for f in family_names() if f in shipped and f"tiny-{f}" in shipped]
     rest = [s for s in shipped if s not in fams and s not in {f"tiny-{f}" for f in fams}]
-    return f"<family> or tiny-<family> for a family ({', '.join(fams)})" + "".join(f", {s}" for s in rest)
+    return (f"<family> (e.g. random:sd21-base) or tiny-<family> for a family ({', '.join(fams)})"
+            + "".join(f", {s}" for s in rest))
 
 
 def resolve_generator(ref: str, field: str = "generator") -> tuple[str, str]:
