@@ -40,13 +40,25 @@ def _ports() -> list[str]:
             "--metrics-export-port", str(_port()), "--runtime-env-agent-port", str(_port())]
 
 
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader: a zombie would keep the group "alive"
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _stop(proc: subprocess.Popen) -> None:
+    """The node's whole process group: SIGTERM, up to 2 s for it to go, then SIGKILL for what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
-        time.sleep(2)
+        deadline = time.time() + 2
+        while time.time() < deadline and _group_alive(proc):
+            time.sleep(0.1)
     proc.wait(timeout=60)
 
 
@@ -69,7 +81,11 @@ def _files(coll: str) -> dict[str, str]:
 
 @pytest.fixture
 def two_nodes(tmp_path):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "",
+           # The GCS declares a silent node dead after 5 missed checks 3 s apart by default; checks every 0.5 s make
+           # this test wait seconds, not tens of seconds, for what a real cluster waits for the same way.
+           "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+           "RAY_health_check_failure_threshold": "3"}
     gcs = _port()
     ray_tmp = tempfile.mkdtemp(prefix="gbnodes-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     base = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1"]
