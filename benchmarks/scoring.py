@@ -3,6 +3,8 @@
 Writes the sidecar parquet files (key, cls, embedding) in the shard layout's shot-major order to a temporary directory,
 then times:
 - CLER end to end from the sidecar files: read, per-class sums, centroids, test @ centroids.T, argmax, accuracy;
+- CLER from the collection's persisted class sums, as `genbench score` reads them: the totals file the manifest
+  names (``cler_collection_s``), and the per-shard sums files a resumed run or a prefix reads (``cler_shard_sums_s``);
 - the linear probe at one fixed reg in torch (L-BFGS, float32) and in scikit-learn (LogisticRegression lbfgs, the
   same objective via C = 1 / (reg n)) on the same k-shot prefix of the collection (--probe-shots);
 - the full regularisation search (coarse grid + refinement + final fit) on that prefix;
@@ -27,7 +29,8 @@ import pyarrow.parquet as pq
 from genbench.metrics.cler import centroids, cler_logits
 from genbench.metrics.frechet import frechet_distance_features
 from genbench.metrics.probe import fit_logreg, grad_scale, linear_probe
-from genbench.metrics.task import score
+from genbench.metrics.task import score, score_linear
+from genbench.shards.classsums import collection_sums, read_totals, write_shard_sums, write_totals
 from genbench.shards.layout import Layout, shard_name
 from genbench.shards.schema import sample_key
 from genbench.shards.reader import sidecar_class_sums
@@ -49,6 +52,9 @@ def make_data(classes: int, shots: int, test: int, dim: int, files: int, noise: 
     layout = Layout(num_classes=classes, shard_size=-(-total // files))
     emb_dir = out / "emb" / "synthetic"
     emb_dir.mkdir(parents=True)
+    store, records = Store(str(out)), []
+    fixed = np.zeros((classes, dim), dtype=np.int64)
+    counts = np.zeros(classes, dtype=np.int64)
     for shard in range(layout.num_shards(shots)):
         start = shard * layout.shard_size
         pos = np.arange(start, min(start + layout.shard_size, total))
@@ -56,9 +62,16 @@ def make_data(classes: int, shots: int, test: int, dim: int, files: int, noise: 
         emb = _unit(means[cls] + noise * rng.standard_normal((len(pos), dim), dtype=np.float32))
         keys = [sample_key(c, s) for c, s in zip(cls.tolist(), shot.tolist())]
         (emb_dir / f"{shard_name(shard)}.parquet").write_bytes(to_parquet_bytes(keys, cls, emb))
+        # What a worker commits beside the sidecar, and the driver's running totals (genbench.shards.classsums).
+        entry, (ids, c, f) = write_shard_sums(store, shard_name(shard), "synthetic", cls, emb, classes)
+        fixed[ids] += f
+        counts[ids] += c
+        records.append({"shard": shard_name(shard), "sha256": "-", "slot_stop": int(pos[-1]) + 1,
+                        "class_sums": {"synthetic": entry}})
+    manifest = {"class_sums": {"synthetic": write_totals(store, "synthetic", records, fixed, counts)}}
     test_y = rng.integers(0, classes, size=test)
     test_x = _unit(means[test_y] + noise * rng.standard_normal((test, dim), dtype=np.float32))
-    return test_x.astype(np.float32), test_y, layout
+    return test_x.astype(np.float32), test_y, layout, (manifest, records)
 
 
 def read_sidecars(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +93,24 @@ def time_cler(root: Path, layout: Layout, shots: int, test_x: np.ndarray, test_y
     cents = centroids(sums, counts)
     acc = score("accuracy", test_y, cler_logits(test_x, cents))
     return time.perf_counter() - t0, acc
+
+
+def time_cler_sums(root: Path, collection: tuple, classes: int, test_x: np.ndarray, test_y: np.ndarray
+                   ) -> tuple[float, float, float]:
+    """CLER through `genbench score`'s path on persisted sums: the collection's totals (one file), then the same from
+    every shard's sums file (a resumed run's reading); returns (totals seconds, shard-sums seconds, accuracy)."""
+    manifest, records = collection
+    t0 = time.perf_counter()
+    sums, counts = read_totals(Store(str(root)), manifest, records, "synthetic", classes)
+    acc = score_linear("accuracy", test_y, test_x, centroids(sums, counts))
+    totals_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shards = [(r["shard"], r["slot_stop"], r) for r in records]
+    sums2, counts2 = collection_sums(Store(str(root)), shards, "synthetic", classes)
+    acc2 = score_linear("accuracy", test_y, test_x, centroids(sums2, counts2))
+    shard_s = time.perf_counter() - t0
+    assert acc2 == acc and np.array_equal(sums, sums2)  # the same exact sums either way
+    return totals_s, shard_s, acc
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}, {gpu}"}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        test_x, test_y, layout = make_data(
+        test_x, test_y, layout, collection = make_data(
             args.classes, args.shots, args.test, args.dim, args.files, args.noise, args.seed, Path(tmp)
         )
         paths = sorted((Path(tmp) / "emb" / "synthetic").glob("*.parquet"))
@@ -128,6 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         cler_s, cler_acc = time_cler(Path(tmp), layout, args.shots, test_x, test_y)
         log.info("CLER from %d sidecars: %.2fs, accuracy %.2f", len(paths), cler_s, cler_acc)
+        time_cler_sums(Path(tmp), collection, args.classes, test_x[:100], test_y[:100])  # warm-up: torch's threads
+        cler_sums = min((time_cler_sums(Path(tmp), collection, args.classes, test_x, test_y) for _ in range(3)),
+                        key=lambda t: t[0])
+        log.info("CLER from the collection's class sums: %.3fs (totals), %.3fs (%d shard sums files), accuracy %.2f",
+                 cler_sums[0], cler_sums[1], len(paths), cler_sums[2])
 
         # The probe data: a k-shot prefix of the collection is a prefix of its shard files (shot-major layout).
         n_files = layout.num_shards(args.probe_shots)
@@ -173,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
         probe_size=f"{len(px)} train ({args.probe_shots} shots) x {args.classes} classes, reg {args.reg:g}",
         cler_s=round(cler_s, 3),
         cler_acc=round(cler_acc, 2),
+        cler_collection_s=round(cler_sums[0], 3),
+        cler_shard_sums_s=round(cler_sums[1], 3),
+        cler_sums_acc=round(cler_sums[2], 2),
         probe_torch_s=round(probe_torch_s, 2),
         probe_sklearn_s=round(probe_sklearn_s, 2),
         probe_speedup=round(probe_sklearn_s / probe_torch_s, 2),
