@@ -44,7 +44,7 @@ def ray_local():
 LONG_FILES = ("test_fault_tolerance.py", "test_ra.py", "test_retrieval_e2e.py", "test_collection_reuse.py",
               "test_s3.py", "test_end_to_end.py", "test_toy_science.py", "test_hostile_data.py", "test_multinode.py",
               "test_locks.py", "test_adapt_engine.py", "test_original_ondisk.py", "test_ray_job.py", "test_adapt.py",
-              "test_finetune.py")
+              "test_families.py", "test_generator_sweep.py", "test_class_sums.py", "test_finetune.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -82,9 +82,10 @@ def _files(coll: str) -> dict[str, str]:
 @pytest.fixture
 def two_nodes(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "",
-           # The GCS declares a silent node dead after 5 missed checks 3 s apart by default; checks every 0.5 s make
-           # this test wait seconds, not tens of seconds, for what a real cluster waits for the same way.
-           "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+           # The GCS declares a silent node dead after 5 missed checks 3 s apart by default; a check every second
+           # (each allowed 3 s, so a node starved of CPU by the rest of the suite is not declared dead) makes this
+           # test wait seconds, not tens of seconds, for what a real cluster waits for the same way.
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000",
            "RAY_health_check_failure_threshold": "3"}
     gcs = _port()
     ray_tmp = tempfile.mkdtemp(prefix="gbnodes-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
