@@ -5,9 +5,10 @@ then times:
 - CLER end to end from the sidecar files: read, per-class sums, centroids, test @ centroids.T, argmax, accuracy;
 - CLER from the collection's persisted class sums, as `genbench score` reads them: the totals file the manifest
   names (``cler_collection_s``), and the per-shard sums files a resumed run or a prefix reads (``cler_shard_sums_s``);
-- the linear probe at one fixed reg in torch (L-BFGS, float32) and in scikit-learn (LogisticRegression lbfgs, the
-  same objective via C = 1 / (reg n)) on the same k-shot prefix of the collection (--probe-shots);
-- the full regularisation search (coarse grid + refinement + final fit) on that prefix;
+- the linear probe at one fixed reg in torch (genbench's path solver, float32) and in scikit-learn (LogisticRegression
+  lbfgs, the same objective via C = 1 / (reg n)) on the same data (--probe-shots per class);
+- the full regularisation search (coarse grid + refinement + final fit) with each fitter, in the same run: genbench's
+  (one solver walking the path, warm starts) and scikit-learn's (each strength from scratch), and the ratio;
 - the Fréchet distance at 512 and 2,048 dimensions (50,000 x D features each side).
 
 Ends with one JSON line. ``--quick`` runs a small size in seconds.
@@ -18,17 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from genbench.metrics.cler import centroids, cler_logits
 from genbench.metrics.frechet import frechet_distance_features
-from genbench.metrics.probe import fit_logreg, grad_scale, linear_probe
+from genbench.metrics.probe import fit_logreg, grad_scale, linear_probe, search_reg, stratified_split
 from genbench.metrics.task import score, score_linear
 from genbench.shards.classsums import collection_sums, read_totals, write_shard_sums, write_totals
 from genbench.shards.layout import Layout, shard_name
@@ -74,15 +75,51 @@ def make_data(classes: int, shots: int, test: int, dim: int, files: int, noise: 
     return test_x.astype(np.float32), test_y, layout, (manifest, records)
 
 
-def read_sidecars(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(cls int64, embedding float32 (N, D)) from sidecar files; the key column is not needed for scoring."""
-    cls_parts, emb_parts = [], []
-    for p in paths:
-        t = pq.read_table(p, columns=["cls", "embedding"])
-        col = t.column("embedding").combine_chunks()
-        cls_parts.append(t.column("cls").to_numpy())
-        emb_parts.append(col.values.to_numpy().reshape(-1, col.type.list_size))
-    return np.concatenate(cls_parts).astype(np.int64), np.concatenate(emb_parts)
+def probe_data(classes: int, shots: int, dim: int, noise: float, alpha: float, seed: int):
+    """(train x, train y, test x, test y): unit vectors of class means plus Gaussian noise whose variance follows a
+    power law of exponent ``alpha`` in a random basis (CLIP features' variance sits in a few directions); 10 test per
+    class."""
+    rng = np.random.default_rng(seed + 1)
+    means = _unit(rng.standard_normal((classes, dim), dtype=np.float32))
+    spec = np.arange(1, dim + 1, dtype=np.float64) ** (-alpha / 2)
+    spec = (spec * np.sqrt(dim / (spec**2).sum())).astype(np.float32)
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+
+    def draw(y):
+        g = rng.standard_normal((len(y), dim), dtype=np.float32) * spec
+        return _unit(means[y] + noise * g @ basis).astype(np.float32)
+
+    y, ty = np.tile(np.arange(classes), shots), np.tile(np.arange(classes), 10)
+    return draw(y), y, draw(ty), ty
+
+
+def sklearn_fit(x, y, reg: float, tol: float, max_iter: int, classes: int):
+    """scikit-learn's LogisticRegression (lbfgs) on the probe's objective: C = 1 / (reg n). Its ``tol`` bounds the
+    gradient's max-norm absolutely: it gets ``tol`` times that norm at zero, the relative meaning the torch rule has."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    sk_tol = tol * grad_scale(torch.as_tensor(x), torch.as_tensor(y), classes, False)
+    return LogisticRegression(C=1.0 / (reg * len(x)), max_iter=max_iter, tol=sk_tol).fit(x, y)
+
+
+def sklearn_search(x, y, tx, ty, classes: int, tol: float, max_iter: int) -> tuple[float, float, int]:
+    """genbench's search protocol with scikit-learn as the fitter, as a user would run it (each strength from scratch):
+    the same validation split, coarse grid and bracket halving (``search_reg``), then a refit on all the data at the
+    chosen strength. Returns (reg, test accuracy, fits)."""
+    tr, va = stratified_split(y, 0.2, 0)
+    scores: dict[float, float] = {}
+
+    def searcher(log_reg: float) -> float:
+        log_reg = round(log_reg, 6)
+        if log_reg not in scores:
+            model = sklearn_fit(x[tr], y[tr], 10.0**log_reg, tol, max_iter, classes)
+            scores[log_reg] = model.score(x[va], y[va])
+        return scores[log_reg]
+
+    best = search_reg(searcher)
+    model = sklearn_fit(x, y, 10.0**best, tol, max_iter, classes)
+    return 10.0**best, model.score(tx, ty) * 100, len(scores) + 1
 
 
 def time_cler(root: Path, layout: Layout, shots: int, test_x: np.ndarray, test_y: np.ndarray) -> tuple[float, float]:
@@ -122,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--noise", type=float, default=0.25, help="per-dimension noise around the class mean (~75%% oracle)")
-    ap.add_argument("--probe-shots", type=int, default=10, help="k-shot prefix used for the probes and the search")
+    ap.add_argument("--probe-shots", type=int, default=10, help="shots per class for the probes and the search")
+    ap.add_argument("--probe-noise", type=float, default=0.15, help="noise scale of the probe data")
+    ap.add_argument("--probe-alpha", type=float, default=1.0, help="power-law exponent of the probe noise's spectrum")
     ap.add_argument(
         "--threads",
         type=int,
@@ -140,7 +179,6 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import torch
-    from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     if args.threads:
@@ -165,34 +203,35 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("CLER from the collection's class sums: %.3fs (totals), %.3fs (%d shard sums files), accuracy %.2f",
                  cler_sums[0], cler_sums[1], len(paths), cler_sums[2])
 
-        # The probe data: a k-shot prefix of the collection is a prefix of its shard files (shot-major layout).
-        n_files = layout.num_shards(args.probe_shots)
-        cls, emb = read_sidecars(paths[:n_files])
-        n = args.probe_shots * args.classes  # shot-major: the first n rows are exactly shots 0..k-1 of every class
-        px, py = emb[:n], cls[:n]
-        log.info("probe data: %d samples (%d shots x %d classes), test %d", len(px), args.probe_shots, args.classes, len(test_x))
+        # The probe data (not the sidecars: their isotropic noise gives a flat validation curve, on which the choice of
+        # strength is a coin toss): class means plus anisotropic noise, a power-law spectrum in a random basis.
+        px, py, ptx, pty = probe_data(args.classes, args.probe_shots, args.dim, args.probe_noise, args.probe_alpha,
+                                      args.seed)
+        log.info("probe data: %d samples (%d shots x %d classes), test %d", len(px), args.probe_shots, args.classes, len(ptx))
 
         fit_logreg(px[:200], py[:200], args.classes, 1.0, device="cpu", max_iter=5)  # warm-up: thread pools, kernels
         t0 = time.perf_counter()
         w, b = fit_logreg(px, py, args.classes, args.reg, device="cpu", max_iter=args.max_iter, tol=args.tol)
         probe_torch_s = time.perf_counter() - t0
-        acc_torch = score("accuracy", test_y, test_x @ w.T + b)
+        acc_torch = score("accuracy", pty, ptx @ w.T + b)
         log.info("torch probe: %.1fs, accuracy %.2f", probe_torch_s, acc_torch)
 
-        # sklearn's tol is absolute on the same (mean-scaled) objective's gradient: give it the same absolute value.
-        sk_tol = args.tol * grad_scale(torch.as_tensor(px), torch.as_tensor(py), args.classes, False)
         t0 = time.perf_counter()
-        model = LogisticRegression(C=1.0 / (args.reg * len(px)), max_iter=args.max_iter, tol=sk_tol).fit(px, py)
+        model = sklearn_fit(px, py, args.reg, args.tol, args.max_iter, args.classes)
         probe_sklearn_s = time.perf_counter() - t0
-        acc_sk = model.score(test_x, test_y) * 100
+        acc_sk = model.score(ptx, pty) * 100
         log.info("sklearn probe: %.1fs, accuracy %.2f (%d iterations)", probe_sklearn_s, acc_sk, int(model.n_iter_.max()))
 
         t0 = time.perf_counter()
         result = linear_probe(
-            px, py, test_x, test_y, args.classes, "accuracy", device="cpu", max_iter=args.max_iter, tol=args.tol
+            px, py, ptx, pty, args.classes, "accuracy", device="cpu", max_iter=args.max_iter, tol=args.tol
         )
         search_s = time.perf_counter() - t0
         log.info("reg search: %.1fs, %d fits, reg %.3g, test accuracy %.2f", search_s, len(result.search) + 1, result.reg, result.score)
+        t0 = time.perf_counter()
+        sk_reg, sk_acc, sk_fits = sklearn_search(px, py, ptx, pty, args.classes, args.tol, args.max_iter)
+        sk_search_s = time.perf_counter() - t0
+        log.info("scikit-learn search: %.1fs, %d fits, reg %.3g, test accuracy %.2f", sk_search_s, sk_fits, sk_reg, sk_acc)
 
         fd = {}
         for d in (512, 2048):
@@ -221,6 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
         search_s=round(search_s, 2),
         search_fits=len(result.search) + 1,
         search_reg=result.reg,
+        search_acc=round(result.score, 2),
+        sklearn_search_s=round(sk_search_s, 2),
+        sklearn_search_reg=sk_reg,
+        sklearn_search_acc=round(sk_acc, 2),
+        search_speedup=round(sk_search_s / search_s, 2),
+        search_reg_decades_apart=round(abs(math.log10(result.reg / sk_reg)), 3),
+        search_acc_delta=round(result.score - sk_acc, 3),
         fd512_s=round(fd[512], 3),
         fd2048_s=round(fd[2048], 3),
     )

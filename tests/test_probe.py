@@ -138,3 +138,61 @@ def test_unknown_metric_is_usage_error(blobs):
     xtr, ytr, xte, yte = blobs
     with pytest.raises(UsageError):
         linear_probe(xtr, ytr, xte, yte, 10, "f1")
+
+
+def _anisotropic(classes: int, shots: int, test_shots: int, dim: int, seed: int = 0):
+    """Class means plus noise whose variance decays as a power law in a random basis (embeddings' variance sits in a
+    few directions), so that the strength matters and the validation curve has a clear best region."""
+    rng = np.random.default_rng(seed)
+    means = _norm(rng.standard_normal((classes, dim)))
+    spec = np.arange(1, dim + 1) ** -0.5
+    spec *= np.sqrt(dim / (spec**2).sum())
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+
+    def draw(y):
+        return _norm(means[y] + 0.35 * (rng.standard_normal((len(y), dim)) * spec) @ basis)
+
+    y, ty = np.tile(np.arange(classes), shots), np.tile(np.arange(classes), test_shots)
+    return draw(y), y, draw(ty), ty
+
+
+def test_search_agrees_with_the_same_search_by_sklearn():
+    """genbench's search walks one warm-started solver along the strengths; the same protocol with scikit-learn fitting
+    each strength from scratch must choose a strength within one coarse grid step, and score within 0.3 points."""
+    from genbench.metrics.probe import search_reg
+
+    xtr, ytr, xte, yte = _anisotropic(classes=20, shots=30, test_shots=400, dim=48)
+    ours = linear_probe(xtr, ytr, xte, yte, 20, "accuracy", device="cpu")
+
+    tr, va = stratified_split(ytr, 0.2, 0)  # linear_probe's own split (seed 0)
+    scores: dict[float, float] = {}
+
+    def sk_search(log_reg: float) -> float:
+        if round(log_reg, 6) not in scores:
+            _, m = _sk_accuracy(xtr[tr], ytr[tr], xtr[va], ytr[va], 10.0**log_reg)
+            scores[round(log_reg, 6)] = m.score(xtr[va], ytr[va])
+        return scores[round(log_reg, 6)]
+
+    best = search_reg(sk_search)
+    sk_acc, _ = _sk_accuracy(xtr, ytr, xte, yte, 10.0**best)
+    assert abs(np.log10(ours.reg) - best) <= 1.0
+    assert abs(ours.score - sk_acc) <= 0.3
+    assert 30 < sk_acc < 95  # the strength matters on this problem
+    assert len(ours.search) == len(scores)
+
+
+def test_warm_started_path_reaches_the_cold_optimum():
+    """A fit that starts from another strength's optimum (and its curvature pairs) ends where a fit from zero ends."""
+    from genbench.metrics.probe_solver import LogRegPath
+
+    xtr, ytr, _, _ = _anisotropic(classes=10, shots=20, test_shots=1, dim=32, seed=1)
+    x, y = torch.as_tensor(xtr, dtype=torch.float64), torch.as_tensor(ytr)
+    path = LogRegPath(x, y, 10, False)
+    for reg in (1e-1, 1e-3, 1e-5, 1e-2):
+        path.fit(reg, 1e-9, 2000)
+        cold = LogRegPath(x, y, 10, False)
+        cold.fit(reg, 1e-9, 2000)
+        (w1, b1), (w2, b2) = path.params(), cold.params()
+        assert torch.allclose(w1, w2, atol=1e-5 * max(1.0, float(w2.abs().max()))), reg
+        assert torch.allclose(b1, b2, atol=1e-5 * max(1.0, float(b2.abs().max()))), reg
+        assert path.gradient_norm(reg) <= 1e-9 * path.g0_norm

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from genbench.errors import UsageError
+from genbench.metrics.probe_solver import LogRegPath
 from genbench.metrics.task import METRICS
 from genbench.metrics.task import score as task_score
 from genbench.vectors import normalise
@@ -73,47 +73,20 @@ def _fit(
     init: tuple[torch.Tensor, torch.Tensor] | None,
     tol: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-batch L-BFGS with strong-Wolfe line search on tensors already on the device; returns (W (C, D), b (C,))."""
-    d = x.shape[1]
-    if init is None:
-        w = torch.zeros(num_classes, d, dtype=x.dtype, device=x.device)
-        b = torch.zeros(num_classes, dtype=x.dtype, device=x.device)
-    else:
-        w, b = (t.detach().clone().to(device=x.device, dtype=x.dtype) for t in init)
-    w.requires_grad_(True)
-    b.requires_grad_(True)
-    n = x.shape[0]
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
-        max_iter=max_iter,
-        max_eval=int(max_iter * 1.25) + 1,
-        tolerance_grad=tol * grad_scale(x, y, num_classes, multilabel),
-        tolerance_change=1e-12 if x.dtype == torch.float64 else 1e-9,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=False)
-        logits = torch.addmm(b, x, w.t())
-        if multilabel:
-            data = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / n
-        else:
-            data = F.cross_entropy(logits, y)
-        loss = data + 0.5 * reg * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach()
+    """One fit with the path solver (:mod:`genbench.metrics.probe_solver`) on tensors already on the device."""
+    path = LogRegPath(x, y, num_classes, multilabel)
+    if init is not None:
+        path.set_params(*(t.to(device=x.device, dtype=x.dtype) for t in init))
+    path.fit(reg, tol, max_iter)
+    return path.params()
 
 
 def grad_scale(x: torch.Tensor, y: torch.Tensor, num_classes: int, multilabel: bool) -> float:
     """Largest |gradient| entry of the data loss at W = 0, b = 0 (closed form: P is uniform, or 1/2 per class).
 
-    The stopping tolerance is relative to it: an absolute one would stop a 1,000-class problem, whose mean-loss gradients
-    are ~1000x smaller, after a handful of iterations far from the optimum.
+    scikit-learn's ``tol`` is an absolute bound on that max-norm: ``tol * grad_scale`` gives it the relative meaning the
+    torch solver's rule has (an absolute bound would stop a 1,000-class problem, whose mean-loss gradients are ~1000x
+    smaller, after a handful of iterations far from the optimum).
     """
     n = x.shape[0]
     if multilabel:
@@ -148,8 +121,8 @@ def fit_logreg(
     """Fit the probe at one ``reg`` (see the module docstring for the objective and the mapping to sklearn's ``C``).
 
     ``x`` is (N, D); ``y`` is (N,) class indices, or (N, C) 0/1 when ``multilabel``. Returns ``W`` (C, D) and ``b`` (C,)
-    as float32 numpy arrays; logits are ``x @ W.T + b``. L-BFGS stops when the largest |gradient| entry falls below
-    ``tol`` times its value at zero (:func:`grad_scale`), after ``max_iter`` iterations, or when progress stalls.
+    as float32 numpy arrays; logits are ``x @ W.T + b``. L-BFGS stops when the gradient's L2 norm falls below ``tol``
+    times the data loss's gradient norm at zero, after ``max_iter`` iterations, or when progress stalls.
     """
     _check_reg(reg)
     dev = torch.device(device) if device is not None else default_device()
@@ -196,30 +169,45 @@ def _present_classes(y: np.ndarray, num_classes: int, multilabel: bool) -> np.nd
 
 
 class _Searcher:
-    """Fits on the train part, scores on the validation part, remembers every (reg, score) and warm-starts from the
-    nearest reg already fitted (L-BFGS converges in a fraction of the iterations from a neighbour's optimum)."""
+    """Fits on the train part, scores on the validation part and remembers every (reg, score).
+
+    One :class:`LogRegPath` walks all the strengths tried. Each fit starts from the line through the two nearest fitted
+    strengths' optima in log(reg) (interpolated between them, or extrapolated by at most their distance): optima move
+    smoothly with log(reg), so the refinement's fits often start within the tolerance and cost no iteration at all.
+    """
 
     def __init__(self, xt, yt, xv, yv_np, num_classes, metric, multilabel, max_iter, tol):
-        self.xt, self.yt, self.xv, self.yv = xt, yt, xv, yv_np
-        self.num_classes, self.metric, self.multilabel = num_classes, metric, multilabel
+        self.path = LogRegPath(xt, yt, num_classes, multilabel)
+        self.xv, self.yv = xv, yv_np
+        self.metric = metric
         self.max_iter, self.tol = max_iter, tol
         self.fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         self.scores: dict[float, float] = {}
+        self.last: float | None = None
+
+    def _start(self, log_reg: float) -> None:
+        near = sorted(self.fits, key=lambda k: abs(k - log_reg))
+        if len(near) >= 2:
+            a, b = near[:2]
+            t = max(min((log_reg - a) / (b - a), 1.0), -1.0)
+            (wa, ba), (wb, bb) = self.fits[a], self.fits[b]
+            self.path.set_params(torch.lerp(wa, wb, t), torch.lerp(ba, bb, t))
+        elif near and near[0] != self.last:
+            self.path.set_params(*self.fits[near[0]])
 
     def __call__(self, log_reg: float) -> float:
         log_reg = round(log_reg, 6)
         if log_reg in self.scores:
             return self.scores[log_reg]
-        init = None
-        if self.fits:
-            nearest = min(self.fits, key=lambda k: abs(k - log_reg))
-            init = self.fits[nearest]
-        w, b = _fit(self.xt, self.yt, self.num_classes, 10.0**log_reg, self.multilabel, self.max_iter, init, self.tol)
-        self.fits[log_reg] = (w, b)
+        self._start(log_reg)
+        iters = self.path.fit(10.0**log_reg, self.tol, self.max_iter)
+        w, b = self.path.params()
+        self.fits[log_reg] = (w, b.clone())
+        self.last = log_reg
         logits = torch.addmm(b, self.xv, w.t()).cpu().double().numpy()
         s = task_score(self.metric, self.yv, logits)
         self.scores[log_reg] = s
-        log.debug("probe search: reg=1e%.3f val %s=%.3f", log_reg, self.metric, s)
+        log.debug("probe search: reg=1e%.3f val %s=%.3f (%d iterations)", log_reg, self.metric, s, iters)
         return s
 
 
@@ -327,8 +315,12 @@ def linear_probe(
             init = searcher.fits[round(best, 6)]
             log.info("linear probe: chose reg=%.3g (val %s %.2f) after %d fits", reg, metric, val_score, len(search))
 
-    xt = _as_tensor(train_x, dtype, dev)
-    w, b = _fit(xt, _targets(fit_y, multilabel, dtype, dev), k, float(reg), multilabel, max_iter, init, tol)
+    path = LogRegPath(_as_tensor(train_x, dtype, dev), _targets(fit_y, multilabel, dtype, dev), k, multilabel)
+    if init is not None:
+        path.adopt_curvature(searcher.path)
+        path.set_params(*init)
+    path.fit(float(reg), tol, max_iter)
+    w, b = path.params()
     logits_fit = torch.addmm(b, _as_tensor(test_x, dtype, dev), w.t()).cpu().double().numpy()
     logits = np.full((len(test_x), num_classes), _ABSENT_LOGIT, dtype=np.float64)
     logits[:, cols] = logits_fit
