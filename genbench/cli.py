@@ -38,6 +38,16 @@ def _positive(_name: str):
     return _int_at_least(1)
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; allowed: a number in (0, 1]")
+    return value
+
+
 def _nonneg(_name: str):
     return _int_at_least(0)
 
@@ -149,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--clip", required=True)
     ib.add_argument("--out", required=True, help="index directory (local or fsspec URL)")
     ib.add_argument("--factory", help="faiss index_factory string (default: exact; e.g. IVF4096,PQ64 or HNSW32)")
-    ib.add_argument("--memory-budget", type=_positive("--memory-budget"), help="bytes the index may take")
+    ib.add_argument("--memory-budget", type=_positive("--memory-budget"),
+                    help="bytes the index may take (default: none, exact search); an approximate index is chosen to fit")
+    ib.add_argument("--recall-target", type=_unit_interval, default=0.95,
+                    help="recall@10 against exact search that an approximate index's search parameters are tuned to "
+                         "reach, on a sample of the indexed captions (default: 0.95; a number in (0, 1])")
     ib.add_argument("--embedding-column", help="use LAION-style precomputed text embeddings from this column")
     ib.add_argument("--workers", type=_positive("--workers"), default=2, help="Ray actors embedding captions")
     ib.add_argument("--address")
@@ -319,7 +333,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     info = build_caption_index(
         args.captions, args.clip, args.out, factory=args.factory, memory_budget=args.memory_budget,
-        embedding_column=args.embedding_column, workers=args.workers, address=args.address,
+        recall_target=args.recall_target, embedding_column=args.embedding_column, workers=args.workers, address=args.address,
         storage_options=_storage(args),
     )
     print(json.dumps(info))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 
 import faiss
@@ -254,3 +256,66 @@ def test_bad_inputs_name_the_field(tmp_path):
     meta = pa.table({"url": ["a", "b"], "caption": ["x", "y"]})
     with pytest.raises(UsageError, match="embeddings"):
         build_index_from_embeddings(np.ones((3, 4), np.float32), meta, str(tmp_path / "j"), clip_ref="t")
+
+
+def _latent_vectors(n: int, d: int = 64, latent: int = 12, seed: int = 0) -> np.ndarray:
+    """Unit vectors with a low intrinsic dimension plus noise: neighbours are not trivially separated."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((d, latent)))[0].T
+    x = rng.standard_normal((n, latent)) @ basis + 0.08 * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _recall10(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+
+def test_a_budgeted_index_meets_its_recall_target_at_the_settings_it_opens_with(tmp_path, caplog):
+    n, d = 20_000, 64
+    x = _latent_vectors(n + 300, d)
+    base, fresh = x[:n], x[n:]  # fresh queries: not in the index, not in the tuning sample
+    meta = pa.table({"url": [f"u{i}" for i in range(n)], "caption": ["c"] * n})
+    budget = int(0.6 * estimate_bytes("Flat", n, d))  # no room for exact search; room for float16 re-ranking
+    with caplog.at_level(logging.INFO, logger="genbench.retrieval.build"):
+        info = build_index_from_embeddings(base, meta, str(tmp_path / "tuned"), clip_ref="t", memory_budget_bytes=budget,
+                                           train_size=10_000, tune_queries=300)
+    assert info.factory == "IVF128,PQ8,Refine(SQfp16)" and estimate_bytes(info.factory, n, d) <= budget
+    assert info.recall_target == 0.95 and info.recall_at_10 >= 0.95 and info.tune_queries == 300
+    assert set(info.search_params) == {"nprobe", "k_factor_rf"} and 1 <= info.search_params["nprobe"] <= 128
+    assert json.loads((tmp_path / "tuned" / "index.json").read_text())["search_params"] == info.search_params
+    assert "search parameters" in caplog.text
+
+    idx = open_index(str(tmp_path / "tuned"))
+    ivf = faiss.extract_index_ivf(idx.index)
+    assert ivf.nprobe == info.search_params["nprobe"]
+    truth = np.argsort(-(fresh @ base.T), axis=1)[:, :10]
+    _, found = idx.search(fresh, 10)
+    assert _recall10(found, truth) >= 0.9  # other queries than the tuning sample's: a little slack
+    # Without the tuned settings (faiss's nprobe 1, no re-ranking depth) the same index misses most neighbours.
+    idx.set_search_params(nprobe=1, k_factor_rf=1)
+    _, found1 = idx.search(fresh, 10)
+    assert _recall10(found1, truth) < 0.8
+
+
+def test_an_unreachable_target_is_recorded_and_warned(tmp_path, caplog):
+    n, d = 6000, 64
+    x = _latent_vectors(n, d, seed=2)
+    meta = pa.table({"url": [f"u{i}" for i in range(n)], "caption": ["c"] * n})
+    with caplog.at_level(logging.WARNING, logger="genbench.retrieval.tuning"):
+        info = build_index_from_embeddings(x, meta, str(tmp_path / "pq"), clip_ref="t", factory="IVF16,PQ4",
+                                           train_size=4000, recall_target=0.99, tune_queries=100)
+    assert info.recall_at_10 < 0.99 and set(info.search_params) == {"nprobe"}  # its best setting, recorded
+    assert "< target 0.99" in caplog.text and "richer factory" in caplog.text
+    exact = build_index_from_embeddings(x, meta, str(tmp_path / "flat"), clip_ref="t")
+    assert exact.search_params == {} and exact.recall_at_10 is None  # exact search needs no tuning
+
+
+@pytest.mark.parametrize("params", [{"nprobe": 1e12}, {"rm -rf": 1}, {"nprobe": True}, ["nprobe"]])
+def test_hostile_search_params_in_index_json_are_refused(tmp_path, params):
+    x = _latent_vectors(500, 16)
+    meta = pa.table({"url": [f"u{i}" for i in range(500)], "caption": ["c"] * 500})
+    build_index_from_embeddings(x, meta, str(tmp_path / "i"), clip_ref="t")
+    path = tmp_path / "i" / "index.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "search_params": params}))
+    with pytest.raises(UsageError, match="search_params"):
+        open_index(str(tmp_path / "i"))

@@ -44,7 +44,8 @@ class _PoolEncoder:
 
 
 def build_caption_index(captions: str, clip_ref: str, out: str, *, factory: str | None = None,
-                        memory_budget: int | None = None, embedding_column: str | None = None, workers: int = 2,
+                        memory_budget: int | None = None, recall_target: float = 0.95,
+                        embedding_column: str | None = None, workers: int = 2,
                         address: str | None = None, cache_dir: str | None = None,
                         storage_options: dict | None = None) -> dict[str, Any]:
     """Caption embeddings on Ray workers (unless precomputed), then a faiss index in ``out`` (fsspec, with
@@ -59,7 +60,7 @@ def build_caption_index(captions: str, clip_ref: str, out: str, *, factory: str 
         encoder = _PoolEncoder(clip, workers, cache_dir)
     try:
         info = build_index(captions, encoder, out, factory=factory, memory_budget_bytes=memory_budget,
-                           embedding_column=embedding_column, clip_ref=clip_ref, storage_options=storage_options)
+                           recall_target=recall_target, embedding_column=embedding_column, clip_ref=clip_ref, storage_options=storage_options)
     finally:
         if isinstance(encoder, _PoolEncoder):
             encoder.close()

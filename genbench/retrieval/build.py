@@ -23,13 +23,17 @@ import pyarrow.parquet as pq
 from genbench.errors import UsageError
 from genbench.models.refs import clip_slug as slug_of_clip
 from genbench.retrieval.index import INDEX_FILE, INFO_FILE, META_FILE, IndexInfo
+from genbench.retrieval.tuning import ExactNeighbours, Tuned, sample_ids, tune
 from genbench.vectors import normalise
 
 log = logging.getLogger(__name__)
 
 URL_COLUMNS = ("url", "URL")
 CAPTION_COLUMNS = ("caption", "TEXT", "text")
-FACTORY_FORMS = "None/'Flat', 'IVF<n>,Flat', 'IVF<n>,PQ<m>[x<bits>]', 'IVF<n>,SQ8', 'IVF<n>_HNSW<M>,PQ<m>', 'HNSW<M>', 'PQ<m>', 'OPQ<m>,...'"
+FACTORY_FORMS = ("None/'Flat', 'IVF<n>,Flat', 'IVF<n>,PQ<m>[x<bits>]', 'IVF<n>,SQ8', 'IVF<n>_HNSW<M>,PQ<m>', 'HNSW<M>', "
+                 "'PQ<m>', 'OPQ<m>,...', any of these + ',Refine(SQfp16|SQ8|Flat)' or ',RFlat'")
+DEFAULT_RECALL_TARGET = 0.95
+DEFAULT_TUNE_QUERIES = 500
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -45,6 +49,9 @@ def estimate_bytes(factory: str, count: int, dim: int) -> int:
 
     Covers the forms in :data:`FACTORY_FORMS`; anything else is a UsageError (we will not guess a budget)."""
     parts = [p.strip() for p in factory.split(",") if p.strip()]
+    if len(parts) > 1 and (rm := re.fullmatch(r"Refine\((Flat|SQfp16|SQ8)\)|RFlat", parts[-1])):
+        per = {"Flat": dim * 4, None: dim * 4, "SQfp16": dim * 2, "SQ8": dim}[rm.group(1)]  # the refine codes
+        return int(estimate_bytes(",".join(parts[:-1]), count, dim) + count * per)
     if parts and re.fullmatch(r"OPQ\d+(_\d+)?", parts[0]):
         parts = parts[1:]  # the rotation matrix is small: dim x dim floats
         extra = dim * dim * 4
@@ -79,17 +86,20 @@ def _pq_bytes(m: int, bits: str | None) -> float:
 
 
 def choose_factory(count: int, dim: int, memory_budget_bytes: int | None) -> str:
-    """Exact ``Flat`` when it fits (or no budget is given), else the richest IVF-PQ that fits.
+    """Exact ``Flat`` when it fits (or no budget is given), else the richest IVF-PQ that fits, preferring PQ candidates
+    re-ranked by a refine stage (float16, then 8-bit codes of every vector): PQ alone orders close neighbours wrongly,
+    and the recall target is then reached only by scanning most of the index.
 
-    nlist ~ 4 sqrt(count) (faiss's guidance), capped so that each list has >= 39 training points."""
+    nlist ~ sqrt(count) as a power of two (training cost grows with it; the recall target sets nprobe), capped so that
+    each list has >= 39 training points."""
     if memory_budget_bytes is None or estimate_bytes("Flat", count, dim) <= memory_budget_bytes:
         return "Flat"
-    nlist = int(2 ** round(np.log2(max(16.0, 4 * np.sqrt(count)))))
+    nlist = int(2 ** round(np.log2(max(16.0, np.sqrt(count)))))
     nlist = max(1, min(nlist, 65536, count // 39))
-    for m in (dim // 4, 64, 32, 16, 8, 4):
-        if m <= 0 or dim % m:
-            continue
-        factory = f"IVF{nlist},PQ{m}"
+    m_refined = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
+    candidates = [f"IVF{nlist},PQ{m_refined},Refine({r})" for r in ("SQfp16", "SQ8")]
+    candidates += [f"IVF{nlist},PQ{m}" for m in (dim // 4, 64, 32, 16, 8, 4) if 0 < m and dim % m == 0]
+    for factory in candidates:
         if estimate_bytes(factory, count, dim) <= memory_budget_bytes:
             return factory
     raise UsageError(
@@ -175,21 +185,34 @@ def _count_rows(files: list[fsspec.core.OpenFile]) -> int:
 
 class _Builder:
     """Streams normalised vectors into a faiss index: buffers the first ``train_size`` rows for training when the
-    factory needs it, then adds chunk by chunk so memory stays bounded by the index plus one batch."""
+    factory needs it, then adds chunk by chunk so memory stays bounded by the index plus one batch.
 
-    def __init__(self, factory: str, dim: int, train_size: int):
+    Unless the index is exact (``Flat``) or ``tune_queries`` is 0, it also keeps the exact neighbours of a sample of
+    the training rows over everything added, for :func:`genbench.retrieval.tuning.tune`."""
+
+    def __init__(self, factory: str, dim: int, train_size: int, tune_queries: int):
         self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         self.dim, self.train_size = dim, train_size
+        self.tune_queries = 0 if factory == "Flat" else tune_queries
+        self.exact: ExactNeighbours | None = None
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0
         self.count = 0
+
+    def _index_add(self, x: np.ndarray) -> None:
+        if self.exact is None and self.tune_queries > 0:
+            ids = sample_ids(len(x), self.tune_queries)  # the training rows (or, untrained factories, the first batch)
+            self.exact = ExactNeighbours(x[ids], ids + self.count)
+        if self.exact is not None:
+            self.exact.add(x, self.count)
+        self.index.add(x)
+        self.count += len(x)
 
     def add(self, x: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise UsageError("embeddings", tuple(x.shape), f"rows of dimension {self.dim}")
         if self.index.is_trained:
-            self.index.add(x)
-            self.count += len(x)
+            self._index_add(x)
             return
         self.pending.append(x)
         self.pending_rows += len(x)
@@ -201,13 +224,17 @@ class _Builder:
         log.info("training %s on %d vectors", type(self.index).__name__, min(len(sample), self.train_size))
         self.index.train(sample[: self.train_size])
         self.pending, self.pending_rows = [], 0
-        self.index.add(sample)
-        self.count += len(sample)
+        self._index_add(sample)
 
-    def finish(self) -> faiss.Index:
+    def finish(self, recall_target: float) -> tuple[faiss.Index, Tuned | None]:
         if not self.index.is_trained:
             self._train_and_flush()
-        return self.index
+        if self.exact is None or len(self.exact.queries) == 0:
+            return self.index, None
+        tuned = tune(self.index, self.exact.queries, self.exact.query_ids, self.exact.truth(), recall_target)
+        log.info("search parameters %s: recall@10 %.3f on %d sampled vectors (target %.2f)",
+                 tuned.params, tuned.recall, tuned.queries, recall_target)
+        return self.index, tuned
 
 
 def _digest(*paths: str) -> str:
@@ -257,6 +284,8 @@ def build_index(
     train_size: int = 262_144,
     clip_ref: str | None = None,
     storage_options: dict | None = None,
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    tune_queries: int = DEFAULT_TUNE_QUERIES,
 ) -> IndexInfo:
     """Index the (url, caption) rows of parquet files ``captions`` (paths, a glob, local or fsspec) into ``out_dir``.
 
@@ -265,7 +294,11 @@ def build_index(
     otherwise a faiss ``index_factory`` string, trained on the first ``train_size`` rows. With
     ``memory_budget_bytes`` and no factory, the largest index that fits is chosen; a factory that does not fit is
     refused naming the field. ``clip_ref`` overrides ``clip.ref`` (needed when ``clip`` is None and embeddings are
-    precomputed). ``storage_options`` open the caption files and the output directory (fsspec)."""
+    precomputed). ``storage_options`` open the caption files and the output directory (fsspec).
+
+    An approximate index gets the cheapest search parameters whose recall@10 against exact search reaches
+    ``recall_target`` on ``tune_queries`` sampled rows (:mod:`genbench.retrieval.tuning`); ``index.json`` records them
+    and the recall measured, and :func:`~genbench.retrieval.index.open_index` applies them."""
     if batch_size < 1:
         raise UsageError("batch_size", batch_size, "an integer >= 1")
     if embedding_column is None and not callable(getattr(clip, "encode_texts", None)):
@@ -282,7 +315,7 @@ def build_index(
             yield x, urls, caps
 
     return _build(embeddings(), count, out_dir, ref, slug, factory, memory_budget_bytes, train_size,
-                  "precomputed" if embedding_column else "computed", storage_options)
+                  "precomputed" if embedding_column else "computed", storage_options, recall_target, tune_queries)
 
 
 def build_index_from_embeddings(
@@ -296,6 +329,8 @@ def build_index_from_embeddings(
     memory_budget_bytes: int | None = None,
     train_size: int = 262_144,
     storage_options: dict | None = None,
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    tune_queries: int = DEFAULT_TUNE_QUERIES,
 ) -> IndexInfo:
     """Index embeddings computed elsewhere (e.g. on Ray GPU workers): an (N, D) array or an iterator of (n_i, D)
     chunks in the row order of ``metadata`` (a table with url and caption columns, N rows). Rows are re-normalised.
@@ -315,7 +350,7 @@ def build_index_from_embeddings(
 
     slug = clip_slug or slug_of_clip(clip_ref)
     return _build(stream(), metadata.num_rows, out_dir, clip_ref, slug, factory, memory_budget_bytes, train_size,
-                  "precomputed", storage_options)
+                  "precomputed", storage_options, recall_target, tune_queries)
 
 
 def _build(
@@ -329,7 +364,13 @@ def _build(
     train_size: int,
     source: str,
     storage_options: dict | None = None,
+    recall_target: float = DEFAULT_RECALL_TARGET,
+    tune_queries: int = DEFAULT_TUNE_QUERIES,
 ) -> IndexInfo:
+    if not (isinstance(recall_target, (int, float)) and 0.0 < recall_target <= 1.0):
+        raise UsageError("recall_target", recall_target, "a number in (0, 1]")
+    if not (isinstance(tune_queries, int) and 0 <= tune_queries <= 100_000):
+        raise UsageError("tune_queries", tune_queries, "an integer in [0, 100000]")
     start = time.perf_counter()
     first = next(batches, None)
     if first is None:
@@ -339,7 +380,7 @@ def _build(
         factory = choose_factory(count, dim, memory_budget_bytes)
     factory = _normalise_factory(factory)
     _check_factory(factory, count, dim, memory_budget_bytes)
-    builder = _Builder(factory, dim, max(1, train_size))
+    builder = _Builder(factory, dim, max(1, train_size), tune_queries)
     urls: list[str] = []
     caps: list[str] = []
 
@@ -356,10 +397,13 @@ def _build(
         take(item)
     if len(urls) != count:
         raise UsageError("embeddings", len(urls), f"exactly one embedding per metadata row ({count} rows)")
-    index = builder.finish()
+    index, tuned = builder.finish(recall_target)
     meta = pa.table({"id": pa.array(np.arange(count, dtype=np.int64)), "url": pa.array(urls, pa.string()), "caption": pa.array(caps, pa.string())})
     build_s = time.perf_counter() - start
     info = IndexInfo(out_dir, ref, slug, int(dim), factory, int(count), round(build_s, 3), 0, source)
+    if tuned is not None:
+        info = replace(info, search_params=tuned.params, recall_at_10=round(tuned.recall, 4),
+                       recall_target=recall_target, tune_queries=tuned.queries)
     info = _write_dir(index, meta, info, out_dir, storage_options)
     log.info("index %s: %d vectors, %s, %.1f s", out_dir, count, factory, build_s)
     return info

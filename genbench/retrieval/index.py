@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import faiss
@@ -27,11 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genbench.errors import UsageError
+from genbench.retrieval.tuning import apply_params
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE, META_FILE, INFO_FILE = "index.faiss", "metadata.parquet", "index.json"
 FORMAT_VERSION = 1
+SEARCH_KNOBS = frozenset({"nprobe", "k_factor_rf", "efSearch"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class IndexInfo:
     embeddings: str  # "computed" or "precomputed"
     format_version: int = FORMAT_VERSION
     id: str = ""  # digest of the index and metadata files; empty in indexes built before it was recorded
+    # Chosen at build time by the recall target (genbench.retrieval.tuning); applied when the index is opened.
+    search_params: dict = field(default_factory=dict)
+    recall_at_10: float | None = None  # measured against exact search on a sample of the indexed vectors
+    recall_target: float | None = None
+    tune_queries: int = 0
 
 
 def read_info(index_dir: str, storage_options: dict | None = None, field: str = "index") -> IndexInfo:
@@ -64,6 +71,12 @@ def read_info(index_dir: str, storage_options: dict | None = None, field: str = 
         info = IndexInfo(**{k: raw[k] for k in IndexInfo.__dataclass_fields__ if k in raw})
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(field, index_dir, f"an index whose {INFO_FILE} is readable ({type(exc).__name__})") from None
+    params = info.search_params
+    if not isinstance(params, dict) or any(
+        name not in SEARCH_KNOBS or isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 1 << 20
+        for name, v in params.items()
+    ):
+        raise UsageError(field, index_dir, f"an index whose {INFO_FILE} search_params map {sorted(SEARCH_KNOBS)} to numbers in [1, 2^20]")
     if info.format_version != FORMAT_VERSION:
         raise UsageError(field, index_dir, f"an index of format version {FORMAT_VERSION} (found {info.format_version})")
     return info
@@ -97,10 +110,8 @@ class CaptionIndex:
         return self.index.ntotal
 
     def set_search_params(self, **params: float) -> None:
-        """faiss search knobs by name, e.g. ``nprobe=32`` (IVF) or ``efSearch=128`` (HNSW)."""
-        space = faiss.ParameterSpace()
-        for name, value in params.items():
-            space.set_index_parameter(self.index, name, value)
+        """faiss search knobs by name, e.g. ``nprobe=32`` (IVF), ``k_factor_rf=16`` (Refine) or ``efSearch=128``."""
+        apply_params(self.index, params)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` captions per query row (normalised, dim D): (Q, k) cosine similarities, best first, and (Q, k)
@@ -129,8 +140,9 @@ class CaptionIndex:
 def open_index(index_dir: str, *, nprobe: int | None = None, ef_search: int | None = None,
                storage_options: dict | None = None) -> CaptionIndex:
     """Open a directory written by :func:`genbench.retrieval.build.build_index` (local or fsspec, with
-    ``storage_options``). IVF indexes default to ``nprobe=32`` and HNSW to ``efSearch=128`` (faiss's own defaults of 1
-    and 16 miss too many neighbours)."""
+    ``storage_options``). Search parameters are those the build chose for its recall target (``index.json``);
+    ``nprobe`` / ``ef_search`` override them. Indexes built before tuning get ``nprobe=32``, ``efSearch=128`` and
+    ``k_factor_rf=16`` (faiss's own defaults of 1, 16 and 1 miss too many neighbours)."""
     info = read_info(index_dir, storage_options)
     fs, root = fsspec.core.url_to_fs(index_dir, **(storage_options or {}))
     root = root.rstrip("/")
@@ -145,9 +157,19 @@ def open_index(index_dir: str, *, nprobe: int | None = None, ef_search: int | No
         with fs.open(f"{root}/{META_FILE}", "rb") as fh:
             meta = pq.read_table(fh)
     ci = CaptionIndex(index, meta, info)
+    # The parameters tuned at build time to the index's recall target, else (indexes built before tuning) defaults.
+    params = dict(info.search_params)
     if faiss.try_extract_index_ivf(index) is not None:
-        ci.set_search_params(nprobe=nprobe or 32)
+        params.setdefault("nprobe", 32)
+        if nprobe:
+            params["nprobe"] = nprobe
+    if isinstance(index, faiss.IndexRefine):
+        params.setdefault("k_factor_rf", 16)
     if "HNSW" in info.factory and "IVF" not in info.factory:
-        ci.set_search_params(efSearch=ef_search or 128)
-    log.info("opened index %s: %d captions, %s", index_dir, len(ci), info.factory)
+        params.setdefault("efSearch", 128)
+        if ef_search:
+            params["efSearch"] = ef_search
+    ci.set_search_params(**params)
+    tuned = f", recall@10 {info.recall_at_10:.3f} at build" if info.recall_at_10 is not None else ""
+    log.info("opened index %s: %d captions, %s, %s%s", index_dir, len(ci), info.factory, params, tuned)
     return ci
