@@ -92,6 +92,22 @@ def test_index_build_embeds_captions_on_ray_workers(pool, ray_local):
     assert index.metadata(ids[0])[0]["caption"] == "a handwritten digit 3 on a table" and sims[0, 0] > 0.999
 
 
+def test_index_build_with_a_budget_records_its_tuned_search_parameters(pool):
+    tmp, _, _ = pool
+    out = tmp / "index-budget"
+    argv = ["index", "build", "--captions", str(tmp / "captions-*.parquet"), "--clip", "tiny", "--out", str(out),
+            "--embedding-column", "text_embedding", "--memory-budget", "600000", "--recall-target", "0.9"]
+    assert main(argv) == 0
+    info = json.loads((out / "index.json").read_text())
+    assert info["factory"].startswith("IVF") and info["recall_target"] == 0.9 and info["recall_at_10"] >= 0.9
+    assert info["search_params"]["nprobe"] >= 1
+    from genbench.retrieval.index import open_index
+
+    import faiss
+
+    assert faiss.extract_index_ivf(open_index(str(out)).index).nprobe == info["search_params"]["nprobe"]
+
+
 def _cfg(index_dir, allow=("127.0.0.0/8",)):
     return parse_config({
         "name": "retrieval", "datasets": ["digits"], "clip": "tiny", "shard_size": 20,
