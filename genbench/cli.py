@@ -10,6 +10,10 @@ import sys
 from typing import Any
 
 from genbench import cli_finetune
+from genbench.cli_args import nonneg as _nonneg
+from genbench.cli_args import positive as _positive
+from genbench.cli_args import storage_option as _storage_option
+from genbench.cli_args import unit_interval as _unit_interval
 from genbench.errors import GenbenchError, ShardFailures, UsageError
 
 log = logging.getLogger("genbench")
@@ -19,50 +23,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit code 2, like every other usage error
         sys.stderr.write(f"genbench: error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
-
-
-def _int_at_least(minimum: int):
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer >= {minimum}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"got {v}; allowed: an integer >= {minimum}")
-        return v
-
-    return conv
-
-
-def _positive(_name: str):
-    return _int_at_least(1)
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; allowed: a number in (0, 1]")
-    return value
-
-
-def _nonneg(_name: str):
-    return _int_at_least(0)
-
-
-def _storage_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: KEY=VALUE (an fsspec option, e.g. endpoint_url=http://...)")
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key, parsed if isinstance(parsed, (str, int, float, bool)) else value
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:

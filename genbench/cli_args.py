@@ -1,0 +1,50 @@
+"""Argument types of the ``genbench`` command: each turns one option's text into a checked value, or says in one
+line what was given and what is allowed (argparse then exits with code 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def int_at_least(minimum: int):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer >= {minimum}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"got {v}; allowed: an integer >= {minimum}")
+        return v
+
+    return conv
+
+
+def positive(_name: str):
+    return int_at_least(1)
+
+
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; allowed: a number in (0, 1]")
+    return value
+
+
+def nonneg(_name: str):
+    return int_at_least(0)
+
+
+def storage_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: KEY=VALUE (an fsspec option, e.g. endpoint_url=http://...)")
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed if isinstance(parsed, (str, int, float, bool)) else value
