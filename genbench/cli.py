@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 from genbench import cli_finetune
+from genbench.cli_args import RESUME, Terminated, on_sigterm
+from genbench.cli_args import global_flags_first as _global_flags_first
 from genbench.cli_args import nonneg as _nonneg
 from genbench.cli_args import positive as _positive
 from genbench.cli_args import storage_option as _storage_option
@@ -178,15 +180,18 @@ def _toy_models() -> tuple[str, ...]:
 
 
 def _configure_logging(verbose: bool) -> None:
+    """genbench's own INFO lines by default; everything else (open_clip logs to the root logger) from WARNING up,
+    unless ``-v`` (DEBUG, third-party INFO included)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    logging.getLogger("genbench").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("ray", "faiss", "urllib3", "filelock", "fsspec", "s3fs", "botocore", "diffusers", "transformers",
                   "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _out(args: argparse.Namespace, cfg: Any) -> str:
@@ -282,8 +287,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         accept_test_subset=args.accept_test_subset,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+    with open(args.json, "w", encoding="utf-8") as f:  # a list of records, as results.json: `genbench report` reads it
+        json.dump([record], f, indent=1, sort_keys=True)
     print(json.dumps(record["scores"]))
     return 0
 
@@ -350,9 +355,13 @@ _COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if argv is None:  # the command itself, not a caller in-process: SIGTERM ends it like Ctrl-C, with its own code
+        import signal
+
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(_global_flags_first(sys.argv[1:] if argv is None else argv))
         except SystemExit as exc:  # argparse: --help exits 0, a usage error 2 (its line is already printed)
             return int(exc.code or 0)
         _configure_logging(args.verbose)
@@ -368,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     except GenbenchError as exc:
         sys.stderr.write(f"genbench: error: {exc}\n")
         return 1
+    except Terminated:
+        sys.stderr.write(f"genbench: terminated; {RESUME}\n")
+        return 143  # 128 + SIGTERM
+    except KeyboardInterrupt:
+        sys.stderr.write(f"genbench: interrupted; {RESUME}\n")
+        return 130  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

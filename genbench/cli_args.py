@@ -1,9 +1,10 @@
-"""Argument types of the ``genbench`` command: each turns one option's text into a checked value, or says in one
-line what was given and what is allowed (argparse then exits with code 2)."""
+"""Arguments and signals of the ``genbench`` command: the global flags, SIGTERM as an interrupt, and argument types that turn one option's text into a
+checked value or say in one line what was given and what is allowed (argparse then exits with code 2)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def int_at_least(minimum: int):
@@ -48,3 +49,23 @@ def storage_option(text: str) -> tuple[str, object]:
     except yaml.YAMLError:
         parsed = value
     return key, parsed if isinstance(parsed, (str, int, float, bool)) else value
+
+
+GLOBAL_FLAGS = ("-v", "--verbose", "--no-progress")
+
+
+def global_flags_first(argv: list[str]) -> list[str]:
+    """``genbench generate ... --no-progress`` as ``genbench --no-progress generate ...``: users put them anywhere."""
+    return [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
+
+
+RESUME = "rerun the same command to resume"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an interrupt: the stack unwinds (collection locks released, temporary files left for the rerun to
+    sweep) as it does on Ctrl-C, instead of the process dying wherever it was."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()

@@ -114,6 +114,11 @@ def input_problems(cfg: ExperimentConfig) -> list[UsageError]:
     return problems
 
 
+def check_clip_weights(cfg: ExperimentConfig) -> None:
+    """The run's CLIP weights are on disk, in the local Hugging Face cache, or downloadable now (the hub answers)."""
+    refs.check_clip_weights(cfg.clip, cfg.cache_dir)
+
+
 def check_inputs(cfg: ExperimentConfig) -> None:
     """Refuse (exit 2) a config whose required local files are missing; called before a run writes anything."""
     problems = input_problems(cfg)

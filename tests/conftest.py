@@ -9,6 +9,9 @@ import pytest
 
 # Before anything imports huggingface_hub/ray: no network beyond loopback, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One CPU worker actor per run unless a test asks for more: each actor imports torch, diffusers and open_clip and loads
+# its models (~8 CPU-seconds), and two per run only compete for this machine's two cores.
+os.environ["GENBENCH_CPU_WORKERS"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

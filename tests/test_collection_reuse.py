@@ -145,7 +145,9 @@ def test_legacy_collection_keeps_its_name_and_is_read_resumed_and_scored(ray_loc
     dest = os.path.join(legacy_out, "score.json")
     assert main(["score", "--train", orig, "--dataset", "digits", "--clip", "tiny", "--shots", "2", "--json", dest]) == 0
     with open(dest) as f:
-        scored = json.load(f)
+        listed = json.load(f)
+    assert isinstance(listed, list) and len(listed) == 1  # a list of records, as results.json
+    scored = listed[0]
     # One record builder for run and score: the same fields, and here the same values (both read the same sums).
     assert set(scored) == set(records[1])
     for name, value in records[1]["scores"].items():
@@ -154,3 +156,7 @@ def test_legacy_collection_keeps_its_name_and_is_read_resumed_and_scored(ray_loc
     assert ({k: v for k, v in scored.items() if k not in ("scores", "eval_seconds")}
             == {k: v for k, v in records[1].items() if k not in ("scores", "eval_seconds")})
     assert snapshot(orig) == before[orig]
+    # generate -> score -> report chains: report takes the score's record file beside a results directory.
+    report_dir = os.path.join(legacy_out, "report")
+    assert main(["report", dest, legacy_out, "--out", report_dir]) == 0
+    assert "2 result record(s)" in open(os.path.join(report_dir, "report.md")).read()

@@ -133,7 +133,7 @@ NULL_SHOTS = 20  # null generator: 20 cheap shards, so the driver dies with most
 
 def _null_args(out: str) -> list[str]:
     return ["--no-progress", "generate", "--dataset", "digits", "--shots", str(NULL_SHOTS), "--out", out, "--clip", "tiny",
-            "--generator", "null", "--resolution", "32", "--shard-size", str(SHARD), "--workers", "2"]
+            "--generator", "null", "--resolution", "32", "--shard-size", str(SHARD), "--workers", "1"]
 
 
 def test_killed_driver_resumes_only_unfinished_shards(ray_local, tmp_path):
@@ -229,6 +229,9 @@ def test_failing_shards_are_retried_a_bounded_number_of_times_and_named(ray_loca
     assert manifest["complete"] is False
     assert [s["tar"] for s in manifest["shards"]] == ["000000.tar", "000002.tar", "000004.tar"]
     assert sorted(k for s in manifest["shards"] for k in [s["samples"]]) == [10, 10, 10]
+    # The two failed shards are missing whole, and said so (an empty or failed collection is never "complete").
+    assert manifest["shortfall"]["missing_samples"] == 20 and manifest["shortfall"]["missing_shards"] == 2
+    assert manifest["shortfall"]["per_class"] == {str(c): 2 for c in range(10)}
 
     # Clear the obstacle: the rerun makes only the two missing shards.
     for blocked in ("000001.tar", "000003.tar"):

@@ -162,7 +162,7 @@ def test_ra_collections_start_from_retrieved_images_of_their_class(made):
             assert s["jpg"].shape == (32, 32, 3)
         images[name] = np.stack([s["jpg"] for s in samples]).astype(float)
         man = _manifest(coll)
-        assert man["shortfall"] == {"missing_samples": 2, "per_class": {str(EMPTY_CLASS): 2}}
+        assert man["shortfall"] == {"missing_samples": 2, "missing_shards": 0, "per_class": {str(EMPTY_CLASS): 2}}
         assert man["bad_samples"]["count"] == 2 and man["ra"]["classes_without_retrieved"] == [EMPTY_CLASS]
         options = man["spec"]["options"]
         assert options["ra_retrieved_name"] == rname and options["ra_shots"] == RA_SHOTS

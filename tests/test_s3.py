@@ -147,7 +147,7 @@ def test_storage_options_reach_the_index_and_score_and_embed(s3_server, tmp_path
     dest = tmp_path / "score.json"
     assert main(["score", "--train", "s3://genbench-test/kshot", "--dataset", "digits", "--clip", str(other),
                  "--json", str(dest), *opt]) == 0
-    assert json.loads(dest.read_text())["n_train"] == 20
+    assert json.loads(dest.read_text())[0]["n_train"] == 20  # a list of records, as results.json
     fs.invalidate_cache()
     assert fs.exists("genbench-test/kshot/emb/clip-b/000000.parquet")
     assert json.loads(fs.cat_file("genbench-test/kshot/manifest.json"))["shards"][0]["embeddings"] == ["clip-b", "tiny"]

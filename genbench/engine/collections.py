@@ -224,6 +224,14 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
         per_class: dict[str, int] = {}
         for cls, _shot in short:
             per_class[str(cls)] = per_class.get(str(cls), 0) + 1
+        # Shards with no record (failed, or never made) are missing whole: an empty collection is all shortfall.
+        have = {r["shard"] for r in recs}
+        absent = [t for t in st.tasks if t.name not in have]
+        for t in absent:
+            for cls, n in enumerate(np.bincount(np.arange(t.slot_start, t.slot_stop) % st.job.num_classes,
+                                                minlength=st.job.num_classes)):
+                if n:
+                    per_class[str(cls)] = per_class.get(str(cls), 0) + int(n)
         # Retrieval's search and downloads ran outside the shards; their CPU-seconds are part of its cost.
         fetch_cpu, query_cpu = (float(st.extras.get(k, {}).get("cpu_seconds", 0.0)) for k in ("fetch", "query"))
         st.cost = cost.collection_cost(recs, pricing, fetch_cpu, kind=st.job.source, query_cpu_seconds=query_cpu)
@@ -233,7 +241,8 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
             "cost": st.cost,
             "bad_samples": {"count": sum(int(r.get("bad_count", 0)) for r in recs), "examples": bad[:20]},
             "untrained_models": st.planned.untrained,
-            "shortfall": {"missing_samples": len(short), "per_class": per_class},
+            "shortfall": {"missing_samples": len(short) + sum(t.slot_stop - t.slot_start for t in absent),
+                          "missing_shards": len(absent), "per_class": per_class},
             "complete": not st.failed and len(recs) == len(st.tasks),
         }
         if st.clip_slug and st.sums is not None and extra["complete"] and not st.failed:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,15 +28,33 @@ log = logging.getLogger(__name__)
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Join ``address`` / ``RAY_ADDRESS`` if given, else start an embedded local cluster. Returns its resources."""
     if not ray.is_initialized():
+        on_term = signal.getsignal(signal.SIGTERM)
         address = address or os.environ.get("RAY_ADDRESS") or None
         # Workers must import genbench from the same place as the driver (an editable install or the job's working dir).
         if address:
             ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
         else:
+            # Ray's notice that token auth is on concerns clusters others join; for genbench's own embedded cluster it
+            # is noise (shown with -v, where the genbench logger is at DEBUG).
+            if not logging.getLogger("genbench").isEnabledFor(logging.DEBUG):
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             # "local" always starts a fresh embedded cluster, even if a stale `ray start` session left its address file.
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                      logging_level=logging.WARNING)
+        if callable(on_term) and threading.current_thread() is threading.main_thread():
+            # Ray's core installs a crash handler for SIGTERM that dumps and aborts; the command's own handler (a
+            # clean exit, 143, one line) was there first and stays.
+            signal.signal(signal.SIGTERM, on_term)
     return ray.cluster_resources()
+
+
+def cpu_workers_cap() -> int:
+    """How many CPU worker actors a run starts when ``engine.workers`` is unset: ``GENBENCH_CPU_WORKERS`` (default 2;
+    each actor loads its own models, so on a small machine one is often faster)."""
+    text = os.environ.get("GENBENCH_CPU_WORKERS", "").strip() or "2"
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise UsageError("GENBENCH_CPU_WORKERS", text, "an integer from 1 to 1024")
+    return int(text)
 
 
 def shutdown_ray() -> None:
@@ -87,7 +107,7 @@ class WorkerPool:
         if gpus is None:
             gpus = 1.0 if n_gpu >= 1 else 0.0
         if workers is None or workers <= 0:
-            workers = int(n_gpu / gpus) if gpus else max(1, min(int(res.get("CPU", 1) // cpus), 2))
+            workers = int(n_gpu / gpus) if gpus else max(1, min(int(res.get("CPU", 1) // cpus), cpu_workers_cap()))
         self.gpus, self.cpus = gpus, cpus
         opts: dict[str, Any] = {"max_restarts": max_restarts, "max_task_retries": 0}
         if gpus:
@@ -206,7 +226,12 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            # Interrupted (Ctrl-C, SIGTERM): the actors die with this driver, and killing them one by one would wait
+            # on a cluster that may itself be going down with the same signal.
+            self.actors = []
+            return
         self.close()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from genbench.catalog import get_dataset
 from genbench.catalog.loaders import load_split
-from genbench.config import ExperimentConfig
+from genbench.config import ExperimentConfig, check_clip_weights
 from genbench.engine.adaptation import check_output as check_adaptation_output
 from genbench.engine.plan import CollectionJob
 from genbench.errors import UsageError
@@ -140,6 +140,8 @@ def preflight(cfg: ExperimentConfig, out: str, shards_root: str, scoring: bool =
     ctx = check_context(cfg)
     if scoring and not cfg.clip:
         raise UsageError("clip", None, "a CLIP model: scores compare CLIP embeddings")
+    if cfg.clip:
+        check_clip_weights(cfg)  # weights to download: cached, or the hub answers (else exit 2 now, before Ray)
     for i, entry in enumerate(cfg.sources):
         registry.load(entry.ref).check(entry.spec, f"sources[{i}]", ctx)
     planned = plan_jobs(cfg, shards_root, ctx)

@@ -246,13 +246,14 @@ def linear_probe(
     tol: float = 1e-4,
     coarse: tuple[float, ...] = COARSE_LOG10,
     refine_steps: int = REFINE_STEPS,
+    label: str = "linear probe",
 ) -> ProbeResult:
     """Train on external-data embeddings, score on the real test split with the dataset's ``metric`` (percent).
 
     Embeddings are L2-normalised here (again, harmlessly, if they already are). With ``reg=None`` the strength is searched
     on a seeded stratified validation split of ``train_x`` only; ``test_x``/``test_y`` are used once, after the final fit.
     A class with no external sample is reported in ``missing_classes`` and logged; it keeps a score column that is never
-    predicted (multi-class) or fit from negatives only (multi-label).
+    predicted (multi-class) or fit from negatives only (multi-label). ``label`` starts its warnings (the collection).
     """
     if metric not in METRICS:
         raise UsageError("metric", metric, METRICS)
@@ -270,7 +271,7 @@ def linear_probe(
     present = _present_classes(train_y, num_classes, multilabel)
     missing = [int(c) for c in np.flatnonzero(~present)]
     if missing:
-        log.warning("linear probe: %d class(es) have no external sample: %s", len(missing), missing[:20])
+        log.warning("%s: %d class(es) have no external sample: %s", label, len(missing), missing[:20])
 
     # Multi-class: fit only the present classes (an absent class's bias would run off to -inf), then re-insert columns.
     if multilabel:
@@ -292,7 +293,7 @@ def linear_probe(
         n_val = len(va)
         if n_val == 0:
             reg = 1.0 / len(train_x)  # scikit-learn's default C = 1; nothing to validate on (e.g. 1 shot per class)
-            log.warning("linear probe: no validation samples (too few shots); using reg = 1/n = %.3g", reg)
+            log.warning("%s: no validation samples (too few shots); using reg = 1/n = %.3g", label, reg)
         else:
             yv = train_y[va]
             if not multilabel:
@@ -351,7 +352,5 @@ def score(inputs: Any) -> float:
         # Each external sample was made for one class: one-hot targets, scored one-vs-rest on multi-hot test labels.
         train_y = np.eye(spec.num_classes, dtype=np.float32)[ext.cls]
     res = linear_probe(ext.emb, train_y, inputs.test_emb, inputs.labels, spec.num_classes, spec.metric,
-                       multilabel=spec.multilabel, seed=inputs.seed)
-    if res.missing_classes:
-        log.warning("%s: linear probe: %d class(es) have no external data", inputs.label, len(res.missing_classes))
+                       multilabel=spec.multilabel, seed=inputs.seed, label=f"{inputs.label}: linear probe")
     return res.score

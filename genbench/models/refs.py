@@ -8,17 +8,20 @@ scikit-learn's bundled digits, once per process.) The loaders (:mod:`genbench.mo
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib.util
 import os
 import re
 from pathlib import Path
 
-from genbench.errors import UsageError
+from genbench.errors import UsageError, shown
 
 ALLOWED_GENERATOR = ("toy, tiny, tiny:<family> (e.g. tiny:flux1-schnell), null, random:<config> (e.g. "
                      "random:sd21-base), a hub id such as stabilityai/stable-diffusion-2-1-base, or a local diffusers "
                      "pipeline directory")
 ALLOWED_CLIP = "toy, tiny, ARCH:TAG (e.g. ViT-B-32:openai), ARCH:random, hf-hub:org/repo, or a directory with open_clip_config.json"
+HUB_PROBE_S = 5.0  # seconds the preflight waits for the Hugging Face hub to answer
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Short names of the generators the paper and users name most, so variant directories read well.
 GENERATOR_SLUGS = {
@@ -110,16 +113,69 @@ def resolve_generator(ref: str, field: str = "generator") -> tuple[str, str]:
     raise UsageError(field, ref, ALLOWED_GENERATOR)
 
 
-def check_generator(ref: str, field: str = "generator") -> None:
-    """Everything that can be known about a generator reference without loading it: the form, a shipped config for
-    ``random:``, and under ``HF_HUB_OFFLINE=1`` that a hub id is already in the local Hugging Face cache."""
-    kind, value = resolve_generator(ref, field)
-    if kind == "hub" and os.environ.get("HF_HUB_OFFLINE") == "1":
-        from huggingface_hub import try_to_load_from_cache
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
-        if not isinstance(try_to_load_from_cache(value, "model_index.json"), str):
-            raise UsageError(field, ref, "a local diffusers directory, 'tiny', tiny:<family>, 'null', or a hub id "
-                                         "already in the local Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)")
+
+def hub_unreachable(timeout: float = HUB_PROBE_S) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``) cannot be reached, or None if it answers: one TCP connection within
+    ``timeout`` seconds, name lookup included, no retries (the hub client retries with backoff for minutes)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        host = None
+    if not host:
+        return f"HF_ENDPOINT {shown(endpoint)} names no host"
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as exc:
+            result.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=probe, daemon=True)  # a stuck name lookup ignores the socket timeout
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not result:
+        return f"no answer from {host}:{port} in {timeout:g} s"
+    return None if result[0] is None else f"{host}:{port}: {result[0][:100]}"
+
+
+def hub_download_problem(repo: str, filenames: tuple[str, ...], cache_dir: str | None = None) -> str | None:
+    """Why ``repo`` cannot be had from the local Hugging Face cache or the hub (one of ``filenames`` cached is enough),
+    or None: offline and not cached, or not cached and the hub cannot be reached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir), str) for f in filenames):
+        return None
+    if hub_offline():
+        return "HF_HUB_OFFLINE=1 forbids downloads and it is not in the local Hugging Face cache"
+    reason = hub_unreachable()
+    if reason is not None:
+        return (f"it is not in the local Hugging Face cache and the hub cannot be reached ({reason}); to work offline, "
+                f"put it in the cache and set HF_HUB_OFFLINE=1")
+    return None
+
+
+def check_generator(ref: str, field: str = "generator", cache_dir: str | None = None) -> None:
+    """Everything that can be known about a generator reference without loading it: the form, a shipped config for
+    ``random:``, and for a hub id that it is in the local Hugging Face cache or the hub can be reached (so a run
+    without network stops here, in seconds, instead of retrying downloads in every worker)."""
+    kind, value = resolve_generator(ref, field)
+    if kind == "hub":
+        problem = hub_download_problem(value, ("model_index.json",), cache_dir)
+        if problem is not None:
+            raise UsageError(field, ref, f"a hub id that can be loaded ({problem}), a local diffusers directory, "
+                                         "'tiny', tiny:<family> or 'null'")
 
 
 def toy_recipe(name: str) -> str:
@@ -178,8 +234,77 @@ def check_clip(ref: str, field: str = "clip") -> None:
     arch, sep, tag = ref.partition(":")
     known = _open_clip_architectures()
     if not sep or not tag or (known and arch not in known):
-        hint = f" (unknown architecture {arch!r})" if sep and known and arch not in known else ""
+        hint = ""
+        if sep and known and arch not in known:
+            close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
+            hint = f" (unknown architecture {arch!r}" + (f"; did you mean {' or '.join(close)}?)" if close else ")")
         raise UsageError(field, ref, ALLOWED_CLIP + hint)
+
+
+def open_clip_pretrained() -> dict[str, dict[str, str]]:
+    """{architecture: {pretrained tag: Hugging Face repo, or "" for a plain URL}}, read from open_clip's
+    ``pretrained.py`` without importing it (importing open_clip loads torch); empty where its layout is not the
+    expected one (module-level ``NAME = dict(tag=_pcfg(hf_hub=...))`` tables and a ``_PRETRAINED`` dict of them)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    try:
+        tree = ast.parse((Path(next(iter(spec.submodule_search_locations))) / "pretrained.py").read_text("utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+
+    def hub(call: ast.expr) -> str | None:
+        if not isinstance(call, ast.Call):
+            return None
+        return next((str(k.value.value) for k in call.keywords
+                     if k.arg == "hf_hub" and isinstance(k.value, ast.Constant)), "")
+
+    tables: dict[str, dict[str, str]] = {}
+    arch_table: dict[str, str] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        name, value = node.targets[0].id, node.value
+        pairs: list[tuple[object, ast.expr]] = []
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict":
+            pairs = [(k.arg, k.value) for k in value.keywords if k.arg]
+        elif isinstance(value, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(value.keys, value.values) if isinstance(k, ast.Constant)]
+        if name == "_PRETRAINED":
+            arch_table = {str(k): v.id for k, v in pairs if isinstance(v, ast.Name)}
+        else:
+            found = {str(k): h for k, v in pairs if (h := hub(v)) is not None}
+            if found:
+                tables[name] = found
+    return {arch: tables[var] for arch, var in arch_table.items() if var in tables}
+
+
+def check_clip_weights(ref: str | None, cache_dir: str | None = None) -> None:
+    """Before Ray starts: a pretrained tag open_clip knows, and weights to download that are in the local Hugging Face
+    cache or can be fetched now (the hub answers). Built, local and ``ARCH:random`` models need nothing."""
+    if ref is None:
+        return
+    check_clip(ref)
+    if ref in ("tiny", "toy") or clip_local_dir(ref) is not None or ref.endswith(":random"):
+        return
+    if ref.startswith("hf-hub:"):
+        repo = ref[len("hf-hub:"):]
+    else:
+        arch, _, tag = ref.partition(":")
+        tags = open_clip_pretrained().get(arch)
+        if tags is None:
+            return  # open_clip's table could not be read: loading checks the tag
+        if tag not in tags:
+            close = difflib.get_close_matches(tag, list(tags), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            listed = ", ".join(sorted(tags)) if len(tags) <= 8 else f"{len(tags)} tags (open_clip.list_pretrained())"
+            raise UsageError("clip", ref, f"{hint}a pretrained tag of {arch}: {listed}, or random")
+        repo = tags[tag].strip("/")
+        if not repo:
+            return  # weights from a plain URL, into open_clip's own cache: checked when loaded
+    problem = hub_download_problem(repo, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), cache_dir)
+    if problem is not None:
+        raise UsageError("clip", ref, f"a CLIP model that can be loaded ({problem}), 'tiny', or a local directory")
 
 
 def clip_slug(ref: str) -> str:

@@ -118,7 +118,7 @@ def build_report(results_dirs: list[str], out_dir: str, paper: bool = False) -> 
         f.write(to_html(blocks, TITLE))
     every = [p for _, items in sections for p in items]
     drawn = [p for p in every if p.file]
-    log.info("report: wrote %s, %s and %d figure(s); %d skipped", md_path, html_path, len(drawn), len(every) - len(drawn))
+    log.debug("report: wrote %s, %s and %d figure(s); %d skipped", md_path, html_path, len(drawn), len(every) - len(drawn))
     return {
         "report_md": md_path,
         "report_html": html_path,

@@ -1,4 +1,5 @@
-"""Read results.json files from one or more results directories and merge them into one list of records.
+"""Read results.json files from one or more results directories, or record files written by ``genbench score --json``,
+and merge them into one list of records.
 
 A record is identified by what it measured: (dataset, collection, CLIP model, shots). When the same identity appears more
 than once (a rerun written to a second results directory, or the same directory given twice) the last one read wins and
@@ -43,9 +44,12 @@ def read_results(results_dir: str) -> list[dict[str, Any]]:
         with fsspec.open(path, "rb") as f:
             data = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
-        raise UsageError("results_dirs", results_dir, f"a directory holding {RESULTS_FILE} (written by genbench run)") from None
+        raise UsageError("results_dirs", results_dir,
+                         f"a directory holding {RESULTS_FILE} (genbench run) or a record file (genbench score --json)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(path, f"unreadable JSON ({e})", "a JSON list of result records") from None
+    if isinstance(data, dict) and all(k in data for k in REQUIRED_KEYS):
+        data = [data]  # one record: what `genbench score --json` wrote before it wrote a list
     if not isinstance(data, list):
         raise UsageError(path, type(data).__name__, "a JSON list of result records")
     for i, rec in enumerate(data):

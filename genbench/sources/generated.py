@@ -196,7 +196,7 @@ class GeneratedSource(Source):
     spec_type = GeneratedSpec
 
     def check(self, spec: GeneratedSpec, where: str, ctx: CheckContext) -> None:
-        refs.check_generator(spec.generator, f"{where}.generator")
+        refs.check_generator(spec.generator, f"{where}.generator", ctx.cache_dir)
         if spec.adapt is not None and spec.adapt.filter is not None:
             spec.adapt.filter.check_models()  # the captioner and text model are there (offline: in the local cache)
         if spec.ra_ip_adapter and spec.uses("ra"):
