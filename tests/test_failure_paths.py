@@ -79,7 +79,8 @@ def test_a_clip_typo_says_did_you_mean(tmp_path, no_hub, clip, needles):
         no_hub, f"clip: got {clip!r}", *needles)
 
 
-GENERATE = ["--no-progress", "generate", "--dataset", "digits", "--generator", "tiny", "--shots", "8", "--steps", "2",
+# 50 shards of 10: a run is still at work when the test sees its first shard, however fast the machine.
+GENERATE = ["--no-progress", "generate", "--dataset", "digits", "--generator", "tiny", "--shots", "50", "--steps", "2",
             "--image-size", "32", "--shard-size", "10", "--clip", "tiny", "--workers", "1", "--out"]
 
 
@@ -111,6 +112,7 @@ def test_an_interrupted_run_exits_with_the_signal_code_and_one_line(tmp_path, si
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
     assert proc.returncode == code, err[-3000:]
+    assert len(list(coll.glob("*.tar"))) < 50  # stopped part-way
     assert "Traceback" not in err and "SIGTERM received" not in err, err[-3000:]
     own = [line for line in err.splitlines() if not LOG_LINE.match(line)]  # genbench's own INFO progress aside
     assert own == [f"genbench: {word}; rerun the same command to resume"], err[-3000:]
