@@ -95,8 +95,11 @@ def test_an_interrupted_run_exits_with_the_signal_code_and_one_line(tmp_path, si
     if sig == signal.SIGTERM:
         ray = request.getfixturevalue("ray_local")
         env.update(RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAY_AUTH_MODE="token")
+    # pytest-xdist's workers ignore SIGINT and children inherit that (Python then installs no Ctrl-C handler): give
+    # the command the terminal's default, as a user's shell does.
     proc = subprocess.Popen([BIN, *GENERATE, str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while not list(coll.glob("*.tar")):  # at work: a shard is committed
