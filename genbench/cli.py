@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from genbench import cli_finetune
-from genbench.cli_args import RESUME, Terminated, on_sigterm
+from genbench.cli_args import RESUME, Terminated, on_sigterm, was_terminated
 from genbench.cli_args import global_flags_first as _global_flags_first
 from genbench.cli_args import nonneg as _nonneg
 from genbench.cli_args import positive as _positive
@@ -377,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenbenchError as exc:
         sys.stderr.write(f"genbench: error: {exc}\n")
         return 1
-    except Terminated:
-        sys.stderr.write(f"genbench: terminated; {RESUME}\n")
-        return 143  # 128 + SIGTERM
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated) or was_terminated():
+            sys.stderr.write(f"genbench: terminated; {RESUME}\n")
+            return 143  # 128 + SIGTERM
         sys.stderr.write(f"genbench: interrupted; {RESUME}\n")
         return 130  # 128 + SIGINT, as a shell reports it
 

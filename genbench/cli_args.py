@@ -67,5 +67,16 @@ class Terminated(KeyboardInterrupt):
     sweep) as it does on Ctrl-C, instead of the process dying wherever it was."""
 
 
+_TERMINATED = []
+
+
 def on_sigterm(signum: int, frame: Any) -> None:
+    # Remembered as well as raised: an interrupt that arrives inside a blocking Ray call comes back out of Ray's core
+    # as a plain KeyboardInterrupt, and the command must still exit 143, not 130.
+    _TERMINATED.append(signum)
     raise Terminated()
+
+
+def was_terminated() -> bool:
+    """Whether this process has received SIGTERM (through ``on_sigterm``)."""
+    return bool(_TERMINATED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 
@@ -36,17 +37,26 @@ def _wids_urls(coll: str) -> list[str]:
         return [s["url"] for s in json.load(f)["shardlist"]]
 
 
-def test_fewer_shots_reuse_the_prefix_and_rewrite_nothing(ray_local, tmp_path):
+def test_fewer_shots_reuse_the_prefix_and_rewrite_nothing(ray_local, tmp_path, caplog):
     """4 shots x 10 classes in shards of 15 = (0-15, 15-30, 30-40). Asking for 2 shots (20 samples) must score the
     prefix: shard 1 holds slots 15-30, more than the 15-20 needed, and is still the right shard."""
     out = str(tmp_path)
-    (big,) = run_experiment(_cfg([{"source": "original", "shots": 4}]), out, progress=False)
-    coll = big["collection"]
-    before = snapshot(coll)
-    assert sorted(n for n in before if n.endswith(".tar")) == ["000000.tar", "000001.tar", "000002.tar"]
 
-    (small,) = run_experiment(_cfg([{"source": "original", "shots": 2}]), out, progress=False)
+    def started() -> int:
+        return len([r for r in caplog.records if "worker actor" in r.getMessage()])
+
+    with caplog.at_level(logging.INFO, logger="genbench.engine.dispatch"):
+        (big,) = run_experiment(_cfg([{"source": "original", "shots": 4}]), out, progress=False)
+        assert started() == 1
+        coll = big["collection"]
+        before = snapshot(coll)
+        assert sorted(n for n in before if n.endswith(".tar")) == ["000000.tar", "000001.tar", "000002.tar"]
+
+        caplog.clear()
+        (small,) = run_experiment(_cfg([{"source": "original", "shots": 2}]), out, progress=False)
     assert snapshot(coll) == before  # same bytes, same mtimes
+    # Nothing to make and the test split's embeddings cached: no worker actor was started.
+    assert started() == 0
     assert small["n_train"] == 20 and small["shots"] == 2
     assert _wids_urls(coll) == ["000000.tar", "000001.tar", "000002.tar"]
     man = _manifest(coll)

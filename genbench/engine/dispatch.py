@@ -117,11 +117,24 @@ class WorkerPool:
         threads = max(1, int(cpus)) if not gpus else None
         self._cls = ray.remote(**opts)(_Worker)
         self._threads = threads
-        self.actors = [self._cls.remote(threads) for _ in range(workers)]
-        log.info("started %d worker actor(s) (gpus=%s cpus=%s each)", workers, gpus, cpus)
+        self._workers = workers
+        self._actors: list[Any] | None = None
+
+    @property
+    def actors(self) -> list[Any]:
+        """The actors, started on first use: a run whose shards are all done (a rerun, a resumed run that only
+        scores) never pays for their processes and model imports."""
+        if self._actors is None:
+            self._actors = [self._cls.remote(self._threads) for _ in range(self._workers)]
+            log.info("started %d worker actor(s) (gpus=%s cpus=%s each)", self._workers, self.gpus, self.cpus)
+        return self._actors
+
+    @actors.setter
+    def actors(self, value: list[Any]) -> None:
+        self._actors = value
 
     def __len__(self) -> int:
-        return len(self.actors)
+        return self._workers if self._actors is None else len(self._actors)
 
     def pids(self) -> list[int]:
         return ray.get([a.pid.remote() for a in self.actors])
@@ -195,9 +208,10 @@ class WorkerPool:
         return out
 
     def call_all(self, method: str) -> list[Any]:
-        """``method()`` on every live actor; an actor that died meanwhile is skipped (it holds nothing any more)."""
+        """``method()`` on every started, live actor; an actor that died meanwhile is skipped (it holds nothing any
+        more)."""
         out = []
-        for ref in [getattr(a, method).remote() for a in self.actors]:
+        for ref in [getattr(a, method).remote() for a in self._actors or []]:
             try:
                 out.append(ray.get(ref))
             except ray.exceptions.RayError as exc:
@@ -219,9 +233,9 @@ class WorkerPool:
             out.failed[lbl] = err
 
     def close(self) -> None:
-        for a in self.actors:
+        for a in self._actors or []:
             ray.kill(a)
-        self.actors = []
+        self._actors = []
 
     def __enter__(self) -> "WorkerPool":
         return self
