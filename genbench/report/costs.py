@@ -8,12 +8,16 @@ from typing import Any
 
 from genbench.cost import PAPER_NOTE, PAPER_SPOT, PAPER_USD_PER_IMAGE, paper_rows
 from genbench.report.document import Block, Heading, Para, Simple
-from genbench.report.tables import finite, fmt, series_key, series_labels
+from genbench.report.tables import finite, fmt_column, series_key, series_labels
+
+SCI = ".2e"  # USD per image spans 1e-10 (copying a file) to 1e-2 (labelling it): always scientific
 
 
-def _sci(v: Any) -> str:
-    v = finite(v)
-    return "-" if v is None else f"{v:.2e}"
+def _text(rows: list[list[Any]], numbers: dict[int, str | None]) -> list[list[str]]:
+    """Rows of raw cells as display strings: column ``j`` in ``numbers`` in one format for the whole column (its spec,
+    or :func:`column_format` for None), every other cell as it is."""
+    cols = {j: fmt_column([r[j] for r in rows], spec) for j, spec in numbers.items()}
+    return [[cols[j][i] if j in cols else str(c) for j, c in enumerate(r)] for i, r in enumerate(rows)]
 
 
 def _int(v: Any) -> str:
@@ -70,13 +74,13 @@ def cost_blocks(records: list[dict[str, Any]], per_collection: bool = True) -> l
     for o in ours:
         p = paper.get(o["source"], {})
         rows.append([o["source"], o["priced_by"], str(o["collections"]), _int(o["images"]),
-                     fmt(o["gpu_seconds"]), fmt(o["cpu_seconds"]), _sci(o["usd_per_image"]),
-                     _sci(o["usd_per_image_spot"]), _sci(p.get("usd_per_image_table1")),
-                     _sci(p.get("usd_per_image_from_inputs"))])
+                     o["gpu_seconds"], o["cpu_seconds"], o["usd_per_image"], o["usd_per_image_spot"],
+                     p.get("usd_per_image_table1"), p.get("usd_per_image_from_inputs")])
     for source, p in paper.items():  # the paper's sources we have no records of still get their paper figures
         if source not in {o["source"] for o in ours}:
-            rows.append([source, "(no records)", "0", "-", "-", "-", "-", "-", _sci(p["usd_per_image_table1"]),
-                         _sci(p["usd_per_image_from_inputs"])])
+            rows.append([source, "(no records)", "0", "-", None, None, None, None, p["usd_per_image_table1"],
+                         p["usd_per_image_from_inputs"]])
+    rows = _text(rows, {4: None, 5: None, 6: SCI, 7: SCI, 8: SCI, 9: SCI})
     blocks: list[Block] = [
         Heading(2, "Cost per image"),
         Para("Ours: generated data is its measured GPU-seconds at the GPU price; retrieved data its measured query, "
@@ -89,10 +93,10 @@ def cost_blocks(records: list[dict[str, Any]], per_collection: bool = True) -> l
         Para("The paper's Table 5 (Appendix 8), the inputs behind Table 1:"),
         Simple(["source", "how", "instance", "USD/h", "hours per 1k images", "USD/image from these inputs",
                 "USD/image in Table 1", "Table 1 / inputs"],
-               [[p["source"], p["how"], p["instance"], fmt(p["usd_per_hour"]), fmt(p["hours_per_1k_images"]),
-                 _sci(p["usd_per_image_from_inputs"]), _sci(p["usd_per_image_table1"]),
-                 fmt(p["usd_per_image_table1"] / p["usd_per_image_from_inputs"]) if p["usd_per_image_from_inputs"] else "-"]
-                for p in paper.values()]),
+               _text([[p["source"], p["how"], p["instance"], p["usd_per_hour"], p["hours_per_1k_images"],
+                       p["usd_per_image_from_inputs"], p["usd_per_image_table1"],
+                       p["usd_per_image_table1"] / p["usd_per_image_from_inputs"] if p["usd_per_image_from_inputs"]
+                       else None] for p in paper.values()], {3: None, 4: None, 5: SCI, 6: SCI, 7: None})),
         Para(PAPER_NOTE),
     ]
     if per_collection:
@@ -106,10 +110,11 @@ def _per_collection(records: list[dict[str, Any]]) -> list[Block]:
     for r in _collections(records).values():
         c = r.get("cost") or {}
         rows.append([r["dataset"], labels[series_key(r)], str(c.get("device", "-")), str(c.get("priced_by") or "-"),
-                     _int(c.get("images")), fmt(c.get("gpu_seconds")), fmt(c.get("cpu_seconds")),
-                     _sci(c.get("usd_per_image")), _sci(c.get("usd_per_image_spot"))])
+                     _int(c.get("images")), c.get("gpu_seconds"), c.get("cpu_seconds"), c.get("usd_per_image"),
+                     c.get("usd_per_image_spot")])
+    rows = _text(sorted(rows, key=lambda r: [str(c) for c in r]), {5: None, 6: None, 7: SCI, 8: SCI})
     return [
         Heading(3, "Per collection"),
         Simple(["dataset", "source / strategy", "device", "priced by", "images", "GPU s", "CPU s", "USD/image",
-                "at spot rates"], sorted(rows)),
+                "at spot rates"], rows),
     ]

@@ -88,14 +88,15 @@ th:first-child, td:first-child, th.t, td.t { text-align: left; }
 caption { text-align: left; font-weight: 600; padding-bottom: 0.3em; }
 .notice { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.6em 1em; }
 .skipped { color: #666; font-style: italic; }
-figure { margin: 1em 0 2em; } img { max-width: 100%; } figcaption { font-size: 0.9em; color: #444; }
+figure { margin: 1em 0 2em; } figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
+figure img { display: block; max-width: 100%; height: auto; }
 .wide { overflow-x: auto; max-width: 100%; }
-table.table2 { font-size: 0.66em; }
-table.table2 th, table.table2 td { padding: 0.15em 0.2em; white-space: nowrap; }
+table.table2 { font-size: 0.75em; }
+table.table2 th, table.table2 td { padding: 0.1em 0.15em; white-space: nowrap; }
 table.table2 th.group { text-align: center; background: #f2f2f2; }
 table.table2 th.col { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 0.3em 0.1em; }
-table.table2 th.row { white-space: normal; min-width: 6em; }
-table.table2 td .paper, table.table2 td .diff { display: block; font-size: 0.85em; color: #666; }
+table.table2 th.row, table.table2 th.corner { white-space: normal; min-width: 5.5em; }
+table.table2 td .paper, table.table2 td .diff { display: block; color: #666; }
 table.table2 td .diff.neg { color: #a00; } table.table2 td .diff.pos { color: #060; }
 table.table2 abbr { text-decoration: none; }
 ul.notes { font-size: 0.85em; color: #444; }

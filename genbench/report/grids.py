@@ -4,6 +4,7 @@ class's first shot read back from the collection's own shards (the tars downstre
 from __future__ import annotations
 
 import logging
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,7 @@ import numpy as np
 from genbench.errors import UsageError
 from genbench.report.document import Plot
 from genbench.report.paper import CONFIGS, DATASETS, STRATEGY_LABELS, short_name
-from genbench.report.plots import caption_untrained, figure, save, slug
-from genbench.report.records import untrained
+from genbench.report.figstyle import MAX_WIDTH_IN, SMALL, caption_caveat, figure, save, slug
 from genbench.report.select import row_label
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,11 @@ def _class_names(dataset: str, record: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def _grid(dataset: str, cols: list[tuple[str, dict[int, Any]]], classes: list[int], names: list[str], out_dir: str,
-          flag: bool) -> str:
-    fig = figure(1.35 * len(cols) + 1.6, 1.3 * len(classes) + 0.7)
+          used: list[dict[str, Any]]) -> str:
+    # cells shrink (down to 0.8 in) so that the whole grid fits the report's width; labels wrap to the cell
+    cell = max(0.8, min(1.35, (MAX_WIDTH_IN - 1.7) / max(len(cols), 1)))
+    fig = figure(cell * len(cols) + 1.7, cell * len(classes) + 1.1)
+    per_line = max(8, int(cell * 72 / (SMALL * 0.6)))
     blank = np.full((8, 8, 3), 0.85)
     for i, c in enumerate(classes):
         for j, (label, images) in enumerate(cols):
@@ -89,17 +92,17 @@ def _grid(dataset: str, cols: list[tuple[str, dict[int, Any]]], classes: list[in
             img = images.get(c)
             ax.imshow(np.asarray(img) if img is not None else blank, interpolation="nearest")
             if img is None:
-                ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+                ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=SMALL, transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(label.replace(" ", "\n", 1), fontsize=7)
+                ax.set_title(textwrap.fill(label, per_line), fontsize=SMALL)
             if j == 0:
                 name = names[c] if c < len(names) else f"class {c}"
-                ax.set_ylabel(name[:22], rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(f"{short_name(dataset)}: first shot per class", fontsize=9)
+                ax.set_ylabel(textwrap.fill(name[:30], 14), rotation=0, ha="right", va="center", fontsize=SMALL)
+    fig.suptitle(f"{short_name(dataset)}: first shot per class", fontsize=10)
     fig.tight_layout()
-    return save(fig, out_dir, f"grid_{slug(dataset)}.png", flag)
+    return save(fig, out_dir, f"grid_{slug(dataset)}.png", used)
 
 
 def image_grids(records: list[dict[str, Any]], out_dir: str, max_datasets: int = MAX_DATASETS,
@@ -134,14 +137,13 @@ def image_grids(records: list[dict[str, Any]], out_dir: str, max_datasets: int =
         if not read:
             unreadable[d] = "its collections are not readable here"
             continue
-        flag = any(untrained(r) for r in by_dataset[d])
-        name = _grid(d, read, classes, names, out_dir, flag)
+        name = _grid(d, read, classes, names, out_dir, by_dataset[d])
         alt = (f"Image grid for {d}: {len(classes)} class(es) as rows, {len(read)} strategy or source column(s) "
                f"({', '.join(lab for lab, _ in read)}), each cell the class's first shot.")
         cap = f"{d}: shot 0 of {len(classes)} class(es), read from each collection's shards."
         if failed:
             cap += f" Not readable here: {', '.join(failed)}."
-        out.append(Plot("grid", f"{title}: {d}", name, alt, caption_untrained(cap, flag)))
+        out.append(Plot("grid", f"{title}: {d}", name, alt, caption_caveat(cap, by_dataset[d])))
     reasons = []
     if unreadable:
         reasons.append(f"{len(unreadable)} dataset(s) whose collections are not on this machine or not readable "

@@ -1,6 +1,6 @@
 """The paper's summary figures as PNGs (Fig. 2 gain per dataset, Fig. 3 score and cost against shots per concept group,
-Fig. 5 evaluation time per metric), drawn with matplotlib's Agg canvas (no display, no pyplot global state), and the
-helpers every figure module shares.
+Fig. 5 evaluation time per metric); sizes, colours and the untrained-model footnote come from
+:mod:`genbench.report.figstyle`.
 
 Each function returns :class:`Plot` items: a written file with its alt text and caption, or a skip with the reason and
 the config that makes the missing records, so the report says why a figure is missing instead of leaving a hole.
@@ -9,122 +9,81 @@ the config that makes the missing records, so the report says why a figure is mi
 from __future__ import annotations
 
 import logging
-import os
+import math
 import statistics
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from genbench.models.refs import slugify
 from genbench.report.document import Plot
+from genbench.report.figstyle import (SMALL, SOURCES, caption_caveat, figure, fit_text, group_colour, group_legend,
+                                      panel_grid, save, source_colour, sources_of)
 from genbench.report.paper import CONFIGS, GROUPS, backbone, group_of, short_name
-from genbench.report.records import untrained
-from genbench.report.select import Pick, gain, pick
+from genbench.report.select import Pick, gain, has, pick, pick_clip, shared_shots
 from genbench.report.tables import SCORE_COLUMNS, SCORE_TITLES, finite
 
 log = logging.getLogger(__name__)
-
-DPI = 110
-SOURCES = ("generated", "retrieved", "original")
-SOURCE_COLOURS = {"generated": "#7b3294", "retrieved": "#1b7837", "original": "#e66101"}
-GROUP_COLOURS = {"common": "#4477aa", "fine-grained": "#ee6677", "rare": "#228833"}
-UNTRAINED_STAMP = "inputs from untrained models (tiny or random weights): a plumbing check, not the paper's science"
-
-
-def slug(name: str) -> str:
-    """A figure's file name part."""
-    return slugify(name, keep="_.-", sep="-")
-
-
-def figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Figure, out_dir: str, name: str, untrained_inputs: bool = False) -> str:
-    """Write ``name`` into ``out_dir``; a figure drawn from untrained models' numbers says so on its face."""
-    if untrained_inputs:
-        # above everything (legends sit below some figures); bbox_inches="tight" grows the canvas to keep it
-        fig.text(0.5, 1.01, UNTRAINED_STAMP, ha="center", va="bottom", color="#b00000", fontsize=8, fontweight="bold")
-    fig.savefig(os.path.join(out_dir, name), dpi=DPI, bbox_inches="tight")
-    return name
-
-
-def group_colour(group: str) -> str:
-    return GROUP_COLOURS.get(group, "#888888")
-
-
-def source_colour(source: str) -> str:
-    return SOURCE_COLOURS.get(source, "#555555")
-
-
-def sources_of(records: list[dict[str, Any]]) -> list[str]:
-    """The paper's three sources first, then any plugin source, by name."""
-    present = {r.get("source") for r in records}
-    return [s for s in SOURCES if s in present] + sorted(str(s) for s in present - set(SOURCES))
-
-
-def caption_untrained(caption: str, flag: bool) -> str:
-    return caption + (" Inputs come from untrained models: the numbers prove the plumbing, not the science." if flag else "")
-
-
-def group_legend(where: Any, groups: list[str], below: bool = False) -> None:
-    """Concept-group colours: inside an axes' upper right, or (``below``, ``where`` a figure) under the panels."""
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=group_colour(g), label=g) for g in groups]
-    if below:
-        where.legend(handles=handles, frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                     ncol=len(handles))
-    else:
-        where.legend(handles=handles, frameon=False, fontsize=8, loc="upper right")
 
 
 # ---------------------------------------------------------------------------------------------------- Fig. 2: gain
 
 
 def fig2_gain(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
-    """Fig. 2: CLER minus zero-shot per dataset, sorted, one panel per source, with each source's mean."""
+    """Fig. 2: CLER minus zero-shot per dataset, sorted, one panel per source, with each source's mean; every source
+    at one shot count and one CLIP model (:func:`shared_shots`), a source without that count left out and named."""
     title = "Gain of CLER over zero-shot per dataset (Fig. 2)"
-    picks = [p for p in (pick(records, s, needs=("cler", "zeroshot")) for s in sources_of(records)) if p]
-    if not picks:
+    needs = ("cler", "zeroshot")
+    clip = pick_clip([r for r in records if has(r, *needs)])
+    candidates = [p for p in (pick(records, s, clip=clip, needs=needs) for s in sources_of(records)) if p]
+    if not candidates:
         return [Plot("gain", title, skipped=f"no record has both a CLER and a zero-shot score: {CONFIGS['fig2']} "
                                             "produces them")]
+    shots, picks = shared_shots(candidates)
+    left_out = {p.source: sorted(p.shot_counts()) for p in candidates if p.source not in {q.source for q in picks}}
     n = max(len(p.by_dataset) for p in picks)
-    fig = figure(max(6.5, 0.36 * n + 2.0), 2.7 * len(picks) + 0.4)
+    fig = figure(max(6.5, 0.36 * n + 2.0), 2.7 * len(picks) + 0.7)
     means = {}
+    first_ax = None
     for i, p in enumerate(picks):
-        ax = fig.add_subplot(len(picks), 1, i + 1)
+        # one y scale for every source: bar heights compare across panels
+        ax = fig.add_subplot(len(picks), 1, i + 1, sharey=first_ax)
+        first_ax = first_ax or ax
         items = sorted(((gain(r), d) for d, r in p.by_dataset.items()), key=lambda t: (-t[0], t[1]))
         ys = [g for g, _ in items]
         ax.bar(range(len(items)), ys, color=[group_colour(group_of(p.by_dataset[d])) for _, d in items])
         mean = statistics.fmean(ys)
         means[p.source] = mean
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.axhline(mean, color=source_colour(p.source), linestyle="--", linewidth=1.2)
-        ax.set_xticks(range(len(items)), [short_name(d) for _, d in items], rotation=60, ha="right", fontsize=8)
+        ax.axhline(mean, color=source_colour(p.source), linestyle="--", linewidth=1.4)
+        ax.set_xticks(range(len(items)), [short_name(d) for _, d in items], rotation=60, ha="right", fontsize=SMALL)
         ax.set_xlim(-0.6, max(len(items), 2) - 0.4)
         ax.set_ylabel("CLER - zero-shot\n(points)", fontsize=9)
-        ax.set_title(f"{p.label}, {p.shots} shots, CLIP {backbone(p.clip)}: mean {mean:+.2f} points over "
-                     f"{len(items)} dataset(s) (dashed)", fontsize=9)
+        ax.set_title(f"{p.label} at {shots} shots: mean {mean:+.2f} points over {len(items)} dataset(s) (dashed line)",
+                     fontsize=9.5)
         ax.grid(axis="y", alpha=0.3)
         if i == 0:
             seen = {group_of(r) for q in picks for r in q.by_dataset.values()}
-            group_legend(ax, [g for g in GROUPS if g in seen] + sorted(seen - set(GROUPS)))
+            group_legend(ax, [g for g in GROUPS if g in seen] + sorted(seen - set(GROUPS)), bars=True)
+    stated = f"Every source at {shots} shots per class, CLIP {backbone(clip)}"
+    if left_out:
+        stated += "; left out (no " + f"{shots}-shot records): " + "; ".join(
+            f"{s} (has {', '.join(map(str, ks))})" for s, ks in left_out.items())
+    fig.suptitle(fit_text(fig, stated, 10.5), fontsize=10, fontweight="bold")
     fig.tight_layout()
-    flag = any(p.untrained for p in picks)
-    name = save(fig, out_dir, "fig2_gain.png", flag)
+    used = [r for p in picks for r in p.by_dataset.values()]
+    name = save(fig, out_dir, "fig2_gain.png", used)
     summary = ", ".join(f"{s} {m:+.2f}" for s, m in means.items())
-    alt = (f"{len(picks)} bar chart(s), one per source: CLER minus zero-shot in points per dataset, sorted from the "
-           f"largest gain, bars coloured by concept group; dashed lines at each source's mean ({summary}).")
-    missing = [s for s in SOURCES if s not in means]
-    cap = (f"CLER gain over CLIP zero-shot per dataset, sorted, one panel per source (each at the shot count that covers "
-           f"the most datasets). Mean gain per source: {summary}.")
+    alt = (f"{len(picks)} bar chart(s), one per source, all at {shots} shots per class: CLER minus zero-shot in points "
+           f"per dataset, sorted from the largest gain, bars coloured by concept group; dashed lines at each source's "
+           f"mean ({summary}).")
+    cap = (f"CLER gain over CLIP zero-shot per dataset, sorted, one panel per source, every source at the same "
+           f"{shots} shots per class and CLIP {clip}. Mean gain per source: {summary}.")
+    if left_out:
+        cap += " Left out rather than compared at another shot count: " + "; ".join(
+            f"{s} (has {', '.join(map(str, ks))} shots only)" for s, ks in left_out.items()) + "."
+    missing = [s for s in SOURCES if s not in {p.source for p in candidates}]
     if missing:
         cap += f" No {', '.join(missing)} records with CLER and zero-shot ({CONFIGS['fig2']} makes all three sources)."
-    return [Plot("gain", title, name, alt, caption_untrained(cap, flag), stats={"means": means})]
+    return [Plot("gain", title, name, alt, caption_caveat(cap, used),
+                 stats={"means": means, "shots": shots, "left_out": left_out})]
 
 
 # --------------------------------------------------------------------------------------------- Fig. 3: shots, cost
@@ -156,69 +115,118 @@ def _curve(p: Pick, group: str) -> tuple[list[tuple[int, float]], list[tuple[int
     return score, cost, len({r["dataset"] for rs in by_shot.values() for r in rs})
 
 
+COST_STYLE = {"linestyle": (0, (4, 2)), "linewidth": 1.0, "alpha": 0.6}  # thin, dashed, faded: the secondary series
+SCORE_STYLE = {"linewidth": 2.2, "marker": "o", "markersize": 5}
+COST_GREY = "#666666"
+
+
+def _cost_axes(ax: Any, shown: bool) -> None:
+    """The cost strip under a score panel: grey, small, log scale, so the eye reads the score first."""
+    ax.set_yscale("log")
+    ax.set_facecolor("#f6f6f6")
+    ax.tick_params(axis="y", colors=COST_GREY, labelsize=SMALL)
+    for side in ("left", "bottom", "right", "top"):
+        ax.spines[side].set_color("#bbbbbb")
+    ax.set_ylabel("cost, USD\n(log)", color=COST_GREY, fontsize=SMALL)
+    ax.grid(alpha=0.25)
+    if not shown:
+        ax.text(0.5, 0.5, "no cost recorded", transform=ax.transAxes, ha="center", va="center", color=COST_GREY,
+                fontsize=SMALL)
+
+
+def _dollar_labels(ax: Any, ends: list[tuple[int, float]]) -> None:
+    """Each cost line's total at its largest shot count, left of the line's end, pushed apart so none overlap."""
+    if not ends:
+        return
+    logs = [math.log10(max(u, 1e-12)) for _, u in ends]
+    lo, hi = ax.get_ylim()
+    gap = 0.3 * (math.log10(hi) - math.log10(lo))  # a label's height in a strip this short, in decades
+    placed: list[float] = []
+    for i in sorted(range(len(ends)), key=lambda j: -logs[j]):
+        y = logs[i] if not placed else min(logs[i], placed[-1] - gap)
+        placed.append(y)
+        k, usd = ends[i]
+        ax.annotate(dollars(usd), (k, usd), xytext=(k / 1.25, 10 ** y), textcoords="data", fontsize=SMALL,
+                    color=COST_GREY, ha="right", va="center",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "#f6f6f6", "edgecolor": "none", "alpha": 0.85})
+    ax.set_ylim(min(lo, 10 ** (min(placed) - gap / 2)), hi)
+
+
 def fig3_shots(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
-    """Fig. 3: mean CLER against shots per concept group, one curve per source, total cost on a log right axis."""
+    """Fig. 3: mean CLER against shots per concept group, one curve per source; under each panel a smaller grey strip
+    with what those images cost (log USD), so cost reads as secondary to the score it buys."""
     title = "CLER and cost against shots per concept group (Fig. 3)"
-    picks = [p for p in (pick(records, s) for s in sources_of(records)) if p]
-    picks = [p for p in picks if len({int(r["shots"]) for r in p.series_records}) >= 2]
+    clip = pick_clip([r for r in records if has(r, "cler")])
+    picks = [p for p in (pick(records, s, clip=clip) for s in sources_of(records)) if p]
+    picks = [p for p in picks if len(p.shot_counts()) >= 2]
     if not picks:
         return [Plot("shots", title, skipped="no series has two or more shot counts: "
                                              f"{CONFIGS['fig3']} sweeps shots 1 to 500")]
     groups = [g for g in (*GROUPS, *sorted({group_of(r) for p in picks for r in p.series_records} - set(GROUPS)))
               if any(group_of(r) == g for p in picks for r in p.series_records)]
-    fig = figure(4.4 * len(groups) + 1.8, 3.9)
+    rows, cols = panel_grid(len(groups))
+    fig = figure(3.5 * cols + 0.6, 3.5 * rows + 0.6)
+    fig.set_layout_engine("constrained")
+    outer = fig.add_gridspec(rows, cols)
+    ticks = sorted({k for p in picks for k in p.shot_counts()})
     per_image = {}
     for i, g in enumerate(groups):
-        ax = fig.add_subplot(1, len(groups), i + 1)
-        cost_ax = ax.twinx()
-        cost_ax.set_yscale("log")
-        seen = 0
+        inner = outer[divmod(i, cols)].subgridspec(2, 1, height_ratios=[2.7, 1.0], hspace=0.05)
+        ax = fig.add_subplot(inner[0])
+        cost_ax = fig.add_subplot(inner[1], sharex=ax)
+        seen, costed, ends = 0, False, []
         for p in picks:
             score, cost, n = _curve(p, g)
             seen = max(seen, n)
             if score:
-                ax.plot(*zip(*score), marker="o", markersize=4, color=source_colour(p.source), label=p.label)
+                ax.plot(*zip(*score), color=source_colour(p.source), label=f"{p.label}: mean CLER", **SCORE_STYLE)
             if cost:
-                cost_ax.plot(*zip(*cost), linestyle="--", linewidth=1, alpha=0.7, color=source_colour(p.source))
-                k, usd = cost[-1]
-                cost_ax.annotate(dollars(usd), (k, usd), fontsize=7, color=source_colour(p.source),
-                                 xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom")
-            usd_rates = [finite((r.get("cost") or {}).get("usd_per_image")) for r in p.series_records]
-            usd_rates = [u for u in usd_rates if u is not None]
+                costed = True
+                cost_ax.plot(*zip(*cost), color=source_colour(p.source), **COST_STYLE)
+                ends.append(cost[-1])
+            usd_rates = [u for u in (finite((r.get("cost") or {}).get("usd_per_image")) for r in p.series_records)
+                         if u is not None]
             if usd_rates:
                 per_image[p.source] = statistics.fmean(usd_rates)
         zs = {r["dataset"]: finite(r["scores"].get("zeroshot")) for p in picks for r in p.series_records
               if group_of(r) == g}
         zs = [z for z in zs.values() if z is not None]
         if zs:
-            ax.axhline(statistics.fmean(zs), color="grey", linestyle=":", label="zero-shot")
+            ax.axhline(statistics.fmean(zs), color="grey", linestyle=":", linewidth=1.2, label="CLIP zero-shot")
         ax.set_xscale("log")
-        ticks = sorted({int(r["shots"]) for p in picks for r in p.series_records})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("shots per class (log)")
-        ax.set_ylabel(f"mean CLER over {seen} dataset(s) (%)")
-        cost_ax.set_ylabel("total USD of the images (dashed, log)")
-        ax.set_title(g, fontsize=10)
+        ax.tick_params(axis="x", labelbottom=False)
+        ax.set_ylabel(f"mean CLER (%)\nover {seen} dataset(s)", fontsize=9)
+        ax.set_title(f"{g}", fontsize=10, fontweight="bold")
         ax.grid(alpha=0.3)
+        _cost_axes(cost_ax, costed)
+        _dollar_labels(cost_ax, ends)
+        cost_ax.minorticks_off()
+        cost_ax.set_xlabel("shots per class (log)", fontsize=9)
         if i == 0:
-            ax.plot([], [], color="grey", linestyle="--", label="total cost (right axis)")
             handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
-               frameon=False, fontsize=8)
-    fig.tight_layout()
-    flag = any(p.untrained for p in picks)
-    name = save(fig, out_dir, "fig3_shots.png", flag)
+    from matplotlib.lines import Line2D
+
+    handles.append(Line2D([], [], color=COST_GREY, **COST_STYLE))
+    labels.append("cost of those images (grey strips, log USD; line colour = source)")
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1 if cols == 1 else 3,
+               frameon=False, fontsize=SMALL)
+    fig.suptitle(f"Mean CLER against shots per class, CLIP {backbone(clip)}", fontsize=10.5)
+    used = [r for p in picks for r in p.series_records]
+    name = save(fig, out_dir, "fig3_shots.png", used)
     rates = ", ".join(f"{s} {u:.2e}" for s, u in per_image.items())
     alt = (f"{len(groups)} line chart(s), one per concept group: mean CLER against shots per class on a log axis, one "
-           f"solid line per source, and dashed lines for the total USD of the images on a log right axis.")
-    cap = (f"Mean CLER over each concept group's datasets against shots per class; dashed lines: what those images "
-           f"cost (USD per image x images, right axis), labelled at the largest shot count. USD per image: {rates or 'n/a'}."
-           " Dotted grey: CLIP zero-shot.")
+           "thick solid line per source; under each, a small grey strip with thin dashed lines for the total USD of "
+           "the images on a log axis.")
+    cap = (f"Mean CLER over each concept group's datasets against shots per class (thick lines, upper panels); the "
+           "grey strips under them: what those images cost (USD per image x images, log scale, thin dashed lines in "
+           f"the source's colour), labelled at the largest shot count. USD per image: {rates or 'n/a'}. "
+           "Dotted grey: CLIP zero-shot.")
     missing = [s for s in SOURCES if s not in {p.source for p in picks}]
     if missing:
         cap += f" No shot sweep of {', '.join(missing)} ({CONFIGS['fig3']} sweeps all three)."
-    return [Plot("shots", title, name, alt, caption_untrained(cap, flag))]
+    return [Plot("shots", title, name, alt, caption_caveat(cap, used))]
 
 
 # ------------------------------------------------------------------------------------------ Fig. 5: evaluation time
@@ -246,18 +254,17 @@ def fig5_eval_time(records: list[dict[str, Any]], out_dir: str) -> list[Plot]:
     ax.bar(range(len(metrics)), means, yerr=[lows, highs], capsize=4, color="#4477aa")
     ax.set_yscale("log")
     ax.set_xticks(range(len(metrics)), [f"{SCORE_TITLES.get(m, m)}\n{v:.3g} s" for m, v in zip(metrics, means)],
-                  fontsize=8)
+                  fontsize=SMALL)
     ax.set_ylabel("seconds per record (log)")
     which = "that timed every metric" if full else "(each metric over the records that timed it)"
     ax.set_title(f"{title}\nmean over {len(used)} record(s) {which}; whiskers: min and max", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    flag = any(untrained(r) for r in used)
-    name = save(fig, out_dir, "fig5_eval_time.png", flag)
+    name = save(fig, out_dir, "fig5_eval_time.png", used)
     summary = ", ".join(f"{SCORE_TITLES.get(m, m)} {v:.3g} s" for m, v in zip(metrics, means))
     alt = f"Bar chart on a log axis: mean wall seconds per result record of each metric ({summary})."
     cap = (f"Wall seconds of each metric's scorer per result record, timed where the run scored (mean over "
            f"{len(used)} record(s) {which}, whiskers min to max): {summary}. The test split's embeddings and the class "
            "sums exist before any metric starts; the external embeddings are read by the first metric that needs them.")
-    return [Plot("eval_time", title, name, alt, caption_untrained(cap, flag),
+    return [Plot("eval_time", title, name, alt, caption_caveat(cap, used),
                  stats={"seconds": dict(zip(metrics, means)), "n": len(used)})]

@@ -33,6 +33,17 @@ class Pick:
     untrained: bool = False
     series_records: list[dict[str, Any]] = field(default_factory=list)  # every shot count of the series
 
+    def shot_counts(self) -> set[int]:
+        return {int(r["shots"]) for r in self.series_records}
+
+    def datasets_at(self, shots: int) -> set[str]:
+        return {r["dataset"] for r in self.series_records if int(r["shots"]) == shots}
+
+    def at(self, shots: int) -> Pick:
+        """The same series at ``shots`` (one record per dataset)."""
+        by_dataset = {r["dataset"]: r for r in self.series_records if int(r["shots"]) == shots}
+        return Pick(self.source, self.label, self.clip, shots, by_dataset, self.untrained, self.series_records)
+
 
 def strategy_label(strategy: str | None) -> str:
     return STRATEGY_LABELS.get(str(strategy), str(strategy)) if strategy else ""
@@ -99,6 +110,25 @@ def pick(records: list[dict[str, Any]], source: str, prefer_shots: tuple[int, ..
     from genbench.report.records import untrained
 
     return Pick(source, label, chosen_clip, shots, by_dataset, any(untrained(r) for r in series), series)
+
+
+def shared_shots(picks: list[Pick], prefer: tuple[int, ...] = ()) -> tuple[int | None, list[Pick]]:
+    """The one shot count a figure compares ``picks`` at, and the picks that have it (moved to it).
+
+    The first of ``prefer`` that every pick has; else, among the counts every pick has, the one whose worst-covered
+    pick has the most datasets (ties: the larger count). When no count is shared by all, the count the most picks have
+    (ties: most datasets, then the larger), and the picks without it are left out: a figure never mixes shot counts.
+    """
+    if not picks:
+        return None, []
+    common = set.intersection(*(p.shot_counts() for p in picks))
+    shots = next((k for k in prefer if k in common), None)
+    if shots is None and common:
+        shots = max(common, key=lambda k: (min(len(p.datasets_at(k)) for p in picks), k))
+    if shots is None:
+        counts = Counter(k for p in picks for k in p.shot_counts())
+        shots = max(counts, key=lambda k: (counts[k], sum(len(p.datasets_at(k)) for p in picks), k))
+    return shots, [p.at(shots) for p in picks if shots in p.shot_counts()]
 
 
 def gain(rec: dict[str, Any], score: str = "cler") -> float | None:

@@ -47,7 +47,7 @@ def _chosen(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | 
 
 
 def _table(title: str, rows_in: dict[tuple[str, int, str], list[float]], datasets: list[str], shots: list[int],
-           generators: list[str], lower_is_better: bool, notes: list[str]) -> GroupedTable:
+           generators: list[str], lower_is_better: bool, notes: list[str], number_format: str = ".2f") -> GroupedTable:
     def mean(values: list[float]) -> float | None:
         return statistics.fmean(values) if values else None
 
@@ -70,7 +70,7 @@ def _table(title: str, rows_in: dict[tuple[str, int, str], list[float]], dataset
                 cell.mark = mark
         rows.append((label, cells))
     column_groups = [(f"{k} shots", [(g, g) for g in generators]) for k in shots]
-    return GroupedTable(title, "dataset", column_groups, rows, False, notes)
+    return GroupedTable(title, "dataset", column_groups, rows, False, notes, number_format)
 
 
 def sweep_blocks(records: list[dict[str, Any]]) -> list[Block]:
@@ -100,7 +100,7 @@ def sweep_blocks(records: list[dict[str, Any]]) -> list[Block]:
         _table(f"CLER gain over zero-shot (points), {setting}", gains, datasets, shots, generators, False, [marks]),
         _table(f"USD per point of CLER gain, {setting}", prices, datasets, shots, generators, True,
                [marks + " Lower is better; '-' where the data gained nothing or was not priced.",
-                "USD: the collection's measured USD per image times the images the shot count uses."]),
+                "USD: the collection's measured USD per image times the images the shot count uses."], ".2e"),
     ]
     ranking = []
     for k in shots:

@@ -29,7 +29,11 @@ class Cell:
 
     @property
     def text(self) -> str:
-        return "-" if self.value is None else f"{self.value:.2f}" + (PARTIAL if self.partial else "")
+        return self.shown(".2f")
+
+    def shown(self, spec: str) -> str:
+        """The value in ``spec`` (one spec per table: every cell reads alike), '-' when missing."""
+        return "-" if self.value is None else format(self.value + 0.0, spec) + (PARTIAL if self.partial else "")
 
     @property
     def diff(self) -> float | None:
@@ -47,6 +51,7 @@ class GroupedTable:
     rows: list[tuple[str, list[Cell]]]
     with_paper: bool = False
     notes: list[str] = field(default_factory=list)
+    number_format: str = ".2f"  # every cell's value; ".2e" for dollars
 
 
 def _display(dataset: str) -> str:
@@ -194,8 +199,9 @@ def _notes(keys: list[tuple[str, str]], columns: list[tuple[str, list[str]]], sh
 # ------------------------------------------------------------------------------------------------------------ rendering
 
 
-def _md_cell(c: Cell, with_paper: bool) -> str:
-    text = f"**{c.text}**" if c.mark == BEST else f"_{c.text}_" if c.mark == SECOND else c.text
+def _md_cell(c: Cell, with_paper: bool, spec: str = ".2f") -> str:
+    text = c.shown(spec)
+    text = f"**{text}**" if c.mark == BEST else f"_{text}_" if c.mark == SECOND else text
     if with_paper and c.paper is not None:
         text += f" ({c.paper:.2f}, {c.diff:+.2f})"
     return text
@@ -211,14 +217,14 @@ def grouped_markdown(t: GroupedTable) -> str:
     out = [f"**{t.title}**", "", "| " + " | ".join(group_row) + " |", "|" + "---|" * (len(cols) + 1),
            "| | " + " | ".join(f"**{label}**" for label, _ in cols) + " |"]
     for label, cells in t.rows:
-        out.append("| " + " | ".join([label, *(_md_cell(c, t.with_paper) for c in cells)]) + " |")
+        out.append("| " + " | ".join([label, *(_md_cell(c, t.with_paper, t.number_format) for c in cells)]) + " |")
     out += [""] + [f"- {n}" for n in t.notes]
     return "\n".join(out)
 
 
-def _html_cell(c: Cell, with_paper: bool) -> str:
+def _html_cell(c: Cell, with_paper: bool, spec: str = ".2f") -> str:
     cls = {BEST: "best", SECOND: "second"}.get(c.mark or "", "")
-    inner = html.escape(c.text)
+    inner = html.escape(c.shown(spec))
     inner = f"<strong>{inner}</strong>" if c.mark == BEST else f"<u>{inner}</u>" if c.mark == SECOND else inner
     if with_paper and c.paper is not None:
         sign = "pos" if c.diff >= 0 else "neg"
@@ -228,14 +234,14 @@ def _html_cell(c: Cell, with_paper: bool) -> str:
 
 
 def grouped_html(t: GroupedTable) -> str:
-    head1 = [f'<th rowspan="2">{html.escape(t.corner)}</th>']
+    head1 = [f'<th rowspan="2" class="corner">{html.escape(t.corner)}</th>']
     head2 = []
     for g, group in t.groups:
         head1.append(f'<th colspan="{len(group)}" class="group">{html.escape(g)}</th>')
         head2 += [f'<th class="col"><abbr title="{html.escape(full)}">{html.escape(label)}</abbr></th>'
                   for label, full in group]
     body = ["<tr>" + f'<th class="row">{html.escape(label)}</th>'
-            + "".join(_html_cell(c, t.with_paper) for c in cells) + "</tr>" for label, cells in t.rows]
+            + "".join(_html_cell(c, t.with_paper, t.number_format) for c in cells) + "</tr>" for label, cells in t.rows]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in t.notes)
     return (f'<div class="wide"><table class="table2"><caption>{html.escape(t.title)}</caption>'
             f'<tr>{"".join(head1)}</tr><tr>{"".join(head2)}</tr>' + "\n".join(body) + "</table></div>"

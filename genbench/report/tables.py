@@ -85,6 +85,24 @@ def fmt(v: Any) -> str:
     return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
 
 
+def column_format(values: Sequence[Any]) -> str:
+    """One format spec for a whole column of numbers, so every cell of it reads alike: fixed point with the same
+    decimals (2 when every non-zero magnitude is at least 0.1, 3 from 0.01, 4 from 0.001), else (a magnitude below
+    0.001 or from a million up) scientific notation for every cell."""
+    mags = [abs(v) for v in (finite(x) for x in values) if v is not None and v != 0]
+    if not mags:
+        return ".2f"
+    if min(mags) < 1e-3 or max(mags) >= 1e6:
+        return ".2e"
+    return ".2f" if min(mags) >= 0.1 else ".3f" if min(mags) >= 0.01 else ".4f"
+
+
+def fmt_column(values: Sequence[Any], spec: str | None = None) -> list[str]:
+    """``values`` as display strings in one format (:func:`column_format` unless ``spec``); '-' where missing."""
+    spec = spec or column_format(values)
+    return ["-" if (v := finite(x)) is None else format(v + 0.0, spec) for x in values]
+
+
 def fmt_usd(v: Any) -> str:
     """Dollars per image span 1e-10 (copying a file) to 1e-2 (labelling it): always in the same notation."""
     v = finite(v)
@@ -95,11 +113,12 @@ def table_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     """The run summary's columns (a score column only where some record has it) and one row per record."""
     cols = [c for c in SCORE_COLUMNS if any(c in r.get("scores", {}) for r in records)]
     header = ["dataset", "source", "generator", "strategy", "shots", "n_train", "metric", *cols, "USD/image"]
+    per_col = [fmt_column([r["scores"].get(c) for r in records]) for c in cols]
     rows = [
         [r["dataset"], r["source"], r.get("generator") or "-", r.get("strategy") or "-", str(r["shots"]),
-         str(r["n_train"]), r["metric"], *[fmt(r["scores"].get(c)) for c in cols],
+         str(r["n_train"]), r["metric"], *[col[i] for col in per_col],
          fmt_usd((r.get("cost") or {}).get("usd_per_image"))]
-        for r in records
+        for i, r in enumerate(records)
     ]
     return header, rows
 
@@ -110,10 +129,11 @@ def dataset_table(title: str, records: list[dict[str, Any]]) -> Table:
     recs = sorted(records, key=lambda r: (labels[series_key(r)], int(r["shots"])))
     cols = [c for c in SCORE_COLUMNS if any(finite(r["scores"].get(c)) is not None for r in recs)]
     header = ["source / strategy", "shots", "n_train", *[SCORE_TITLES[c] for c in cols], "USD/image"]
+    per_col = [fmt_column([r["scores"].get(c) for r in recs]) for c in cols]
     rows = [
-        [labels[series_key(r)], str(r["shots"]), str(r.get("n_train", "-")), *[fmt(r["scores"].get(c)) for c in cols],
+        [labels[series_key(r)], str(r["shots"]), str(r.get("n_train", "-")), *[col[i] for col in per_col],
          fmt_usd((r.get("cost") or {}).get("usd_per_image"))]
-        for r in recs
+        for i, r in enumerate(recs)
     ]
     per_col = [rank_marks([r["scores"].get(c) for r in recs], c in LOWER_IS_BETTER) for c in cols]
     marks = [[per_col[j][i] for j in range(len(cols))] for i in range(len(recs))]
