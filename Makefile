@@ -10,9 +10,21 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test bench browser-check clean
+I2D    := .venv-img2dataset
+I2D_STAMP := $(I2D)/.installed
+
+.PHONY: setup run test bench browser-check clean img2dataset-tool
 
 setup: $(STAMP)
+
+# img2dataset in its own environment, as users run it: its releases pin webdataset<0.3 and pandas<3, genbench pins
+# webdataset 1.0.2 and pandas 3.1.1. The tests download with it from a loopback server and read what it wrote.
+img2dataset-tool: $(I2D_STAMP)
+
+$(I2D_STAMP):
+	test -x $(I2D)/bin/python || python3 -m venv $(I2D)
+	$(I2D)/bin/python -m pip install -q img2dataset==1.47.0
+	touch $(I2D_STAMP)
 
 # torch/torchvision go first with an exact pin: on x86_64 pip takes them from this machine's local
 # files; letting another package pull in "torch" unpinned would download a different multi-GB build.
@@ -28,7 +40,7 @@ run: setup
 
 # Two processes, whole files each (module fixtures stay in one process): most tests wait on Ray start-up,
 # subprocesses and loopback servers, so two of them share the 2-core machine well.
-test: setup
+test: setup img2dataset-tool
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup

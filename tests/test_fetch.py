@@ -60,6 +60,10 @@ def site():
         # 2 KB on the wire, 10 MB once decoded: the byte cap must apply to the decoded body
         "/gzip-bomb.jpg": Route(body=gzip.compress(b"\0" * 10_000_000), headers={"Content-Encoding": "gzip"}),
         **{f"/chain{i}": Route(status=302, location=f"/chain{i + 1}") for i in range(8)},
+        "/noai.jpg": Route(body=jpeg, headers={"X-Robots-Tag": "noai"}),
+        "/ours-noindex.jpg": Route(body=jpeg, headers={"X-Robots-Tag": "GenBench: noindex, nofollow"}),
+        "/other-bot-noai.jpg": Route(body=jpeg, headers={"X-Robots-Tag": "otherbot: noai"}),
+        "/nofollow.jpg": Route(body=jpeg, headers={"X-Robots-Tag": "nofollow, noarchive"}),
     }
     with serve(routes) as base:
         yield base, routes, {"jpeg": jpeg, "png": png, "gif": gif}
@@ -227,3 +231,24 @@ def test_throttling_is_transient(site):
         for path in routes:
             r = fetch_image(base + path, _policy(retries=1))
             assert (r.kind, r.attempts) == ("http_throttled", 2) and r.kind in TRANSIENT_KINDS
+
+
+@pytest.mark.parametrize("path, opted_out", [("/noai.jpg", True), ("/ours-noindex.jpg", True),
+                                             ("/other-bot-noai.jpg", False), ("/nofollow.jpg", False)])
+def test_x_robots_tag_opt_outs_are_honoured_as_img2dataset_reads_them(site, path, opted_out):
+    """A directive for every crawler or for our token opts out; one addressed to another crawler, or a directive
+    that says nothing of AI use or indexing, does not. The opt-out is a final failure, not retried."""
+    base, routes, _ = site
+    before = routes[path].hits
+    r = fetch_image(base + path, _policy())
+    assert (r.ok, r.kind) == ((False, "robots_disallowed") if opted_out else (True, "ok")), r.error
+    assert routes[path].hits - before == 1
+    # With no directives honoured (robots_disallow: []), the same image arrives.
+    assert fetch_image(base + path, _policy(robots_disallow=())).ok
+
+
+def test_robots_directives_from_a_config_are_checked():
+    assert parse_policy({"robots_disallow": ["NoAI"]}, "sources[0].fetch").robots_disallow == ("noai",)
+    with pytest.raises(UsageError) as e:
+        parse_policy({"robots_disallow": "noai"}, "sources[0].fetch")
+    assert e.value.field == "sources[0].fetch.robots_disallow"

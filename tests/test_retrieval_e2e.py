@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -108,11 +109,11 @@ def test_index_build_with_a_budget_records_its_tuned_search_parameters(pool):
     assert faiss.extract_index_ivf(open_index(str(out)).index).nprobe == info["search_params"]["nprobe"]
 
 
-def _cfg(index_dir, allow=("127.0.0.0/8",)):
+def _cfg(index_dir, allow=("127.0.0.0/8",), **extra):
     return parse_config({
         "name": "retrieval", "datasets": ["digits"], "clip": "tiny", "shard_size": 20,
         "sources": [{"source": "retrieved", "index": str(index_dir), "shots": 4, "oversample": 3.0, "image_size": 16,
-                     "allow_addresses": list(allow)}],
+                     "allow_addresses": list(allow), **extra}],
         "engine": {"workers": 2},
     })
 
@@ -223,3 +224,70 @@ def test_transient_failures_are_retried_on_the_next_run_and_permanent_ones_are_n
             routes[p].fail_first = 0
         for p in dead:
             routes.pop(p)
+
+
+I2D = os.environ.get("GENBENCH_IMG2DATASET") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-img2dataset", "bin", "img2dataset")
+
+
+def test_an_img2dataset_download_is_a_retrieval_source_with_no_http_request(pool, index_dir, tmp_path):
+    """img2dataset (``make img2dataset-tool``) downloads the pool's digit images from the loopback server, honouring
+    X-Robots-Tag opt-outs; a retrieved collection with ``images_from`` then takes its candidates' images from that
+    download: the server sees no request, opted-out and dead images never become samples, the rerun reads nothing."""
+    import pyarrow.parquet as pq
+
+    from genbench.retrieval import staging
+
+    assert os.access(I2D, os.X_OK), f"{I2D} missing: `make img2dataset-tool` installs img2dataset"
+    tmp, base, routes = pool
+    captions = pq.read_table(tmp / "captions-0.parquet", columns=["url", "caption"])
+    digits = captions.filter(pc_contains(captions.column("url"), "/img/"))
+    pq.write_table(digits, tmp_path / "urls.parquet")
+    opted_out = [f"/img/{c}/{i}.png" for c in range(10) for i in range(60) if i % 7 == 5 and f"/img/{c}/{i}.png" in routes]
+    for p in opted_out:
+        routes[p].headers = {"X-Robots-Tag": "noai, noindex"}
+    download = tmp_path / "laion-subset"
+    try:
+        run = subprocess.run([I2D, "--url_list", str(tmp_path / "urls.parquet"), "--input_format", "parquet",
+                              "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
+                              "--output_folder", str(download), "--image_size", "32", "--resize_mode", "center_crop",
+                              "--processes_count", "1", "--thread_count", "8", "--enable_wandb", "False"],
+                             capture_output=True, text=True, timeout=240,
+                             env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    finally:
+        for p in opted_out:
+            routes[p].headers = {}
+    assert run.returncode == 0, run.stderr[-2000:]
+    status = pq.read_table(download / "00000.parquet").to_pylist()
+    assert len(status) == 600 and sum(r["status"] == "success" for r in status) == 600 - len(opted_out) - 10 * 9
+    assert {r["error_message"] for r in status if r["url"].endswith(tuple(opted_out))} == {
+        "Use of image disallowed by X-Robots-Tag directive"}
+
+    hits = {p: r.hits for p, r in routes.items()}
+    config = _cfg(index_dir, allow=(), images_from=str(download))  # no address allowed: a fetch would be refused
+    out = str(tmp_path / "run")
+    (rec,) = run_experiment(config, out, progress=False)
+    assert {p: r.hits for p, r in routes.items()} == hits  # not one HTTP request
+    assert rec["n_train"] == 40
+    coll = _retrieved(out)
+    assert os.path.basename(coll).endswith("_px16_i2d_s0")
+    man = json.load(open(os.path.join(coll, "manifest.json")))
+    kinds = man["fetch"]["kinds"]
+    assert kinds["ok"] > 0 and kinds.get("robots_disallowed", 0) > 0 and kinds.get("not_downloaded", 0) > 0
+    samples = list(wds.WebDataset(tars(coll), shardshuffle=False, empty_check=False).decode("rgb8"))
+    urls = [s["json"]["url"] for s in samples]
+    assert not [u for u in urls if u.endswith(tuple(opted_out))] and len(set(urls)) == 40
+    assert all(s["jpg"].shape == (16, 16, 3) and s["txt"] == s["json"]["caption"] for s in samples)
+    outcomes = staging.read_outcomes(staging.staging_dir_of(coll))
+    assert {outcomes[base + p].kind for p in opted_out if base + p in outcomes} == {"robots_disallowed"}
+
+    before = snapshot(coll)
+    (again,) = run_experiment(config, out, progress=False)
+    assert snapshot(coll) == before and again["scores"] == rec["scores"]
+    assert {p: r.hits for p, r in routes.items()} == hits
+
+
+def pc_contains(column, text: str):
+    import pyarrow.compute as pc
+
+    return pc.match_substring(column, text)

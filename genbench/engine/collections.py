@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genbench import cost
+from genbench.catalog import get_dataset
 from genbench.engine.plan import ShardTask, plan_collection, recorded_shots
 from genbench.errors import ShardFailures
 from genbench.shards import manifest as mf
@@ -250,7 +251,7 @@ def finish(states: list[CollectionState], pricing: Any) -> None:
             extra[RECORD_KEY] = {st.clip_slug: write_totals(st.store, st.clip_slug, recs, st.sums, st.counts)}
         job = st.job
         spec = {**job.identity(), "shots": job.shots, "clip": job.clip, "source_ref": job.source_ref}
-        mf.write_manifest(st.store, spec, recs, extra)
+        mf.write_manifest(st.store, spec, recs, extra, get_dataset(job.dataset).classes)
         failed.update(st.failed)
     if failed:
         raise ShardFailures(failed)

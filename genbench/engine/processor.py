@@ -19,7 +19,7 @@ import numpy as np
 from genbench.metrics.clipscore import PROMPT_SIMILARITY, prompt_similarity
 from genbench.shards.manifest import invalidate
 from genbench.shards.reader import read_samples
-from genbench.shards.schema import Sample, decode_image
+from genbench.shards.schema import Sample, class_caption, decode_image
 from genbench.shards.store import Store
 from genbench.shards.writer import commit_shard, commit_sidecars, stats_rel
 from genbench.sources import registry
@@ -40,6 +40,19 @@ def embed_samples(clip: Any, samples: list[Sample]) -> tuple[np.ndarray, dict[st
     return emb, ({PROMPT_SIMILARITY: sim} if sim is not None else {})
 
 
+def caption_missing(samples: list[Sample], dataset: str) -> None:
+    """Give a sample its class's first template as its caption where its source set none (a plugin source): trainers
+    that read ``txt`` skip a sample without one."""
+    if all(s.txt is not None for s in samples):
+        return
+    from genbench.catalog import get_dataset
+
+    spec = get_dataset(dataset)
+    for s in samples:
+        if s.txt is None:
+            s.txt = class_caption(spec.templates[0], spec.classes[s.cls])
+
+
 class ShardProcessor:
     def __init__(self, device: str | None = None, threads: int | None = None):
         self.resources = Resources(device=device, threads=threads)
@@ -55,7 +68,7 @@ class ShardProcessor:
         if source is not None:
             source.warm(job, self.resources)  # models load before the clock starts: cost does not depend on the worker
         clip = self.resources.clip(job.clip, job.cache_dir) if job.clip else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         store = Store(job.uri, job.storage_options)
         if task.embed_only:
             record = json.loads(store.read_bytes(stats_rel(task.name)))
@@ -67,17 +80,20 @@ class ShardProcessor:
             made = source.produce(task, self.resources)
             made.check(task.members(), job.source_ref)
             samples, short, bad = made.samples, made.shortfall, made.bad
-        embeddings, extra = {}, {}
+            caption_missing(samples, job.dataset)
+        embeddings, extra, models = {}, {}, {}
         if clip is not None:
             emb, columns = embed_samples(clip, samples)
             embeddings[clip.slug], extra[clip.slug] = emb, columns
-        elapsed = time.perf_counter() - t0
+            models[clip.slug] = {"model": clip.ref, "untrained": bool(clip.is_tiny)}
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         if task.embed_only:
             spent = float(record.get("embed_seconds", 0.0)) + elapsed
-            rec, sums = commit_sidecars(store, record, samples, embeddings, extra, job.num_classes, embed_seconds=spent)
+            rec, sums = commit_sidecars(store, record, samples, embeddings, extra, job.num_classes, models,
+                                        embed_seconds=spent)
         else:
-            record = {**self._timing(elapsed, task, short), "bad_samples": bad[:MAX_BAD_LISTED], "bad_count": len(bad)}
-            rec, sums = commit_shard(store, task.shard_id, samples, embeddings, record, extra, job.num_classes)
+            record = {**self._timing(elapsed, cpu, task, short), "bad_samples": bad[:MAX_BAD_LISTED], "bad_count": len(bad)}
+            rec, sums = commit_shard(store, task.shard_id, samples, embeddings, record, extra, job.num_classes, models)
         result = {**rec, "label": task.label, "embed_only": task.embed_only}
         if clip is not None:
             # The sums just committed beside the sidecar (int64 fixed point): the driver adds them as they are.
@@ -85,7 +101,10 @@ class ShardProcessor:
             result.update(class_ids=class_ids, fixed=fixed, counts=counts, clip_slug=clip.slug)
         return result
 
-    def _timing(self, elapsed: float, task: Any, short: list) -> dict[str, Any]:
+    def _timing(self, elapsed: float, cpu: float, task: Any, short: list) -> dict[str, Any]:
+        """The shard's time. On a CPU worker its cost is the CPU time the worker's process spent on it (all its
+        threads): unlike wall time multiplied by threads, that does not grow when other work shares the machine. A GPU
+        is held, and paid for, for the whole wall time."""
         gpu = self.resources.on_gpu
         return {
             "slot_start": task.slot_start,
@@ -94,8 +113,7 @@ class ShardProcessor:
             "device": self.device,
             "device_seconds": elapsed,
             "gpu_seconds": elapsed if gpu else 0.0,
-            # A CPU worker holds its threads for the whole shard: those core-seconds are what it costs.
-            "cpu_seconds": 0.0 if gpu else elapsed * (self.resources.threads or 1),
+            "cpu_seconds": 0.0 if gpu else cpu,
             "pid": os.getpid(),
         }
 

@@ -43,6 +43,7 @@ from genbench.retrieval.policy import (
     FetchFailure,
     FetchPolicy,
     parse_policy,
+    robots_disallowed,
 )
 
 __all__ = ["FAILURE_KINDS", "POLICY_KINDS", "TRANSIENT_KINDS", "FetchPolicy", "FetchResult", "check_url", "decode_image",
@@ -123,7 +124,7 @@ def _download(url: str, policy: FetchPolicy, connector: Connector) -> tuple[byte
     deadline = start + policy.attempt_deadline_s
     current = url
     seen: set[str] = set()
-    for hop in range(policy.max_redirects + 1):
+    for _hop in range(policy.max_redirects + 1):
         target, address = check_url(current, policy)
         if target.url in seen:
             raise _Failure("redirect_loop", f"{url} redirects back to {target.url}")
@@ -161,6 +162,9 @@ def _download(url: str, policy: FetchPolicy, connector: Connector) -> tuple[byte
                 raise _Failure("http_5xx", f"HTTP {status}")
             if not 200 <= status < 300:
                 raise _Failure("bad_status", f"HTTP {status}")
+            if policy.robots_disallow and robots_disallowed(resp.headers.getlist("X-Robots-Tag"), policy.robots_token,
+                                                            policy.robots_disallow):
+                raise _Failure("robots_disallowed", "X-Robots-Tag opts this image out")
             length = resp.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > policy.max_bytes:
                 raise _Failure("too_large", f"Content-Length {length} > {policy.max_bytes}")
@@ -257,6 +261,16 @@ def _finish(result: FetchResult, data: bytes, final: str, policy: FetchPolicy) -
     result.format = fmt if fmt in KEPT_FORMATS else "PNG"
     result.final_url = final
     return result
+
+
+def accept_bytes(url: str, data: bytes, policy: FetchPolicy, attempts: int = 0) -> FetchResult:
+    """Bytes that arrived some other way (an img2dataset download) checked as a fetched body is: the byte cap, the
+    pixel cap and a full decode."""
+    result = FetchResult(url=url, ok=False, kind="decode_error", attempts=attempts)
+    if len(data) > policy.max_bytes:
+        result.kind, result.error = "too_large", f"{len(data)} bytes > {policy.max_bytes}"
+        return result
+    return _finish(result, data, url, policy)
 
 
 def fetch_image(url: str, policy: FetchPolicy, session: Connector | None = None) -> FetchResult:

@@ -25,11 +25,38 @@ FAILURE_KINDS: tuple[str, ...] = (
     "decode_error",
     "too_many_pixels",
     "connection_error",
+    "robots_disallowed",  # the response's X-Robots-Tag opts the image out of AI use or indexing
+    "not_downloaded",  # reading an img2dataset download: the URL is not in it, or img2dataset failed to fetch it
 )
 TRANSIENT_KINDS: frozenset[str] = frozenset({"timeout", "http_throttled", "http_5xx", "connection_error"})
 # Failures that a different policy could turn into an image (another allow-list, larger caps): final only under the
 # policy that met them.
-POLICY_KINDS: frozenset[str] = frozenset({"refused_address", "too_large", "too_many_pixels", "too_many_redirects"})
+POLICY_KINDS: frozenset[str] = frozenset({"refused_address", "too_large", "too_many_pixels", "too_many_redirects",
+                                          "robots_disallowed", "not_downloaded"})
+# The X-Robots-Tag directives that opt an image out, as img2dataset honours them by default.
+ROBOTS_DISALLOW = ("noai", "noimageai", "noindex", "noimageindex")
+
+
+def robots_disallowed(values: list[str], token: str, disallowed: tuple[str, ...]) -> bool:
+    """Whether X-Robots-Tag header ``values`` forbid the use: img2dataset's reading of the header. A value is either
+    ``directive, directive`` (for every crawler) or ``agent: directive, ...`` (only for the crawler whose user-agent
+    token is ``agent``, compared without case)."""
+    banned = {d.strip().lower() for d in disallowed}
+    for value in values:
+        agent, sep, rest = value.partition(":")
+        directives = rest if sep else agent
+        if sep and agent.strip().lower() != token.strip().lower():
+            continue
+        if any(d.strip().lower() in banned for d in directives.split(",")):
+            return True
+    return False
+
+
+def _directives(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 100:
+        raise UsageError(where, value, "a list of X-Robots-Tag directives such as noai, noindex ([] honours none)")
+    return tuple(validate.text(v, f"{where}[{j}]", "an X-Robots-Tag directive such as noai", 64).lower()
+                 for j, v in enumerate(value))
 class FetchFailure(Exception):
     """One fetch failed, under ``kind`` (one of :data:`FAILURE_KINDS`)."""
 
@@ -53,6 +80,8 @@ _POLICY_CHECKS: dict[str, validate.Check] = {
     "max_redirects": validate.ints(0, 20),
     "user_agent": validate.texts("a non-empty User-Agent string"),
     "deadline_s": _deadline,
+    "robots_token": validate.texts("a user-agent token that X-Robots-Tag values may address (e.g. genbench)"),
+    "robots_disallow": _directives,
 }
 
 
@@ -82,10 +111,13 @@ class FetchPolicy:
     max_redirects: int = 5
     user_agent: str = "genbench/0.1 (+research)"
     deadline_s: float | None = None
+    robots_token: str = "genbench"
+    robots_disallow: tuple[str, ...] = ROBOTS_DISALLOW
 
     def __post_init__(self) -> None:
         if isinstance(self.allow_networks, str):  # a lone CIDR string would otherwise be iterated per character
             object.__setattr__(self, "allow_networks", (self.allow_networks,))
+        object.__setattr__(self, "robots_disallow", tuple(self.robots_disallow))  # asdict() round trips give lists
         for name, check in _POLICY_CHECKS.items():
             check(getattr(self, name), name)  # a bad value raises UsageError naming the field
 

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 WIDS_INDEX = "index.wids.json"
+SIZES = "sizes.json"  # {tar name: samples}: where open_clip's training input and others look up a shard list's size
+CLASSES = "classes.json"  # the class names by label id (a sample's ``cls``)
 IDENTITY = "identity.json"
 
 
@@ -178,7 +180,10 @@ def invalidate(store: Store, shard_id: int) -> None:
     store.remove(stats_rel(shard_name(shard_id)))
 
 
-def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, Any]], extra: dict[str, Any]) -> dict:
+def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, Any]], extra: dict[str, Any],
+                   classes: list[str] | tuple[str, ...] | None = None) -> dict:
+    """``manifest.json`` and the indexes beside the shards that trainers read: the wids index, ``sizes.json`` and,
+    given ``classes``, ``classes.json``."""
     records = sorted(records, key=lambda r: r["shard"])
     shards = [
         {k: r[k] for k in ("tar", "samples", "bytes", "sha256", "slot_start", "slot_stop") if k in r}
@@ -202,8 +207,21 @@ def write_manifest(store: Store, spec: dict[str, Any], records: list[dict[str, A
         "shardlist": [{"url": r["tar"], "nsamples": r["samples"]} for r in records],
     }
     store.write_bytes(WIDS_INDEX, json.dumps(wids, indent=1).encode())
+    _write_if_changed(store, SIZES, json.dumps({r["tar"]: r["samples"] for r in records}, indent=1).encode())
+    if classes is not None:
+        _write_if_changed(store, CLASSES, json.dumps(list(classes), indent=1, ensure_ascii=False).encode("utf-8"))
     store.write_bytes(MANIFEST, json_bytes(manifest))
     return manifest
+
+
+def _write_if_changed(store: Store, rel: str, data: bytes) -> None:
+    """A rerun leaves an index that says the same untouched (its mtime too: a sync tool copies nothing)."""
+    try:
+        if store.exists(rel) and store.read_bytes(rel) == data:
+            return
+    except OSError:
+        pass
+    store.write_bytes(rel, data)
 
 
 def read_manifest(store: Store, field: str = "train") -> dict[str, Any]:

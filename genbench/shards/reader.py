@@ -100,7 +100,8 @@ def _samples(store: Store, shard: str) -> Iterator[Sample]:
             cls, shot = parse_key(s["__key__"])
             meta = ({k: v for k, v in json.loads(s["json"]).items() if k not in ("key", "cls", "shot")}
                     if "json" in s else {})
-            yield Sample(cls, shot, s[ext], ext, meta)
+            txt = s["txt"].decode("utf-8", errors="replace") if isinstance(s.get("txt"), bytes) else None
+            yield Sample(cls, shot, s[ext], ext, meta, txt)
 
 
 def iter_images(store: Store, shards: list[str], shots: int | None = None) -> Iterator:

@@ -50,13 +50,16 @@ def decode_image(data: bytes) -> Image.Image:
 
 @dataclass
 class Sample:
-    """One sample as written: ``meta`` becomes the ``json`` file (class name, prompt, seed, source reference, ...)."""
+    """One sample as written: ``meta`` becomes the ``json`` file (class name, prompt, seed, source reference, ...);
+    ``txt``, the sample's caption (the prompt of a generated image, the alt text of a retrieved one, a class template
+    for an original), becomes the ``txt`` file that caption-based trainers (open_clip's WebDataset input) require."""
 
     cls: int
     shot: int
     image: bytes
     ext: str
     meta: dict[str, Any] = field(default_factory=dict)
+    txt: str | None = None
 
     @property
     def key(self) -> str:
@@ -64,9 +67,17 @@ class Sample:
 
     def to_wds(self) -> dict[str, Any]:
         meta = {"key": self.key, "cls": int(self.cls), "shot": int(self.shot), **self.meta}
-        return {
+        out = {
             "__key__": self.key,
             self.ext: self.image,
             "cls": str(int(self.cls)).encode(),
             "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8"),
         }
+        if self.txt is not None:
+            out["txt"] = self.txt.encode("utf-8")
+        return out
+
+
+def class_caption(template: str, class_name: str) -> str:
+    """A class's caption from one of its dataset's CLIP templates (``{}`` stands for the class name)."""
+    return template.replace("{}", class_name, 1)

@@ -1,8 +1,14 @@
-"""Embedding sidecars: ``emb/<clip-slug>/NNNNNN.parquet`` with columns key, cls, embedding (L2-normalised float32)."""
+"""Embedding sidecars: ``emb/<clip-slug>/NNNNNN.parquet`` with columns key, cls, embedding (L2-normalised float32).
+
+The file's schema metadata says what a reader outside genbench needs to trust the rows: under the key ``genbench``, a
+JSON object with the model reference, the embedding dimension and that rows are unit vectors.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,8 +19,13 @@ def sidecar_rel(clip_slug: str, shard: str) -> str:
     return f"emb/{clip_slug}/{shard}.parquet"
 
 
-def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> bytes:
-    """The sidecar table; ``extra`` adds float32 columns (e.g. ``prompt_similarity``, the cosine to the sample's prompt)."""
+METADATA_KEY = b"genbench"
+
+
+def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray, extra: dict[str, np.ndarray] | None = None,
+                     model: dict[str, Any] | None = None) -> bytes:
+    """The sidecar table; ``extra`` adds float32 columns (e.g. ``prompt_similarity``, the cosine to the sample's prompt);
+    ``model`` (e.g. ``{"model": "ViT-B-32:openai"}``) goes into the schema metadata with the dimension."""
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     dim = emb.shape[1] if emb.ndim == 2 else 0
     flat = pa.array(emb.reshape(-1), type=pa.float32())
@@ -25,11 +36,20 @@ def to_parquet_bytes(keys: list[str], cls: np.ndarray, emb: np.ndarray, extra: d
     }
     for name, values in (extra or {}).items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float32), type=pa.float32())
-    table = pa.table(columns)
+    meta = {**(model or {}), "dim": int(dim), "dtype": "float32", "normalized": "l2",
+            "columns": {"key": "sample key (__key__ in the shard)", "cls": "label id (classes.json)",
+                        "embedding": "unit-norm image embedding", **{n: "float32" for n in (extra or {})}}}
+    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
     buf = io.BytesIO()
     # Float embeddings barely compress, so a codec that is cheap to decode wins (see BENCHMARKS.md, scoring).
     pq.write_table(table, buf, compression="snappy")
     return buf.getvalue()
+
+
+def sidecar_metadata(data: bytes) -> dict[str, Any]:
+    """What a sidecar's schema metadata says of its rows (empty for a sidecar written before it was recorded)."""
+    raw = (pq.read_schema(io.BytesIO(data)).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def table_to_arrays(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -60,7 +60,8 @@ def write_tar(store: Store, shard: str, samples: list[Sample]) -> tuple[int, str
 
 def write_sidecars(store: Store, shard: str, samples: list[Sample], embeddings: dict[str, np.ndarray],
                    extra_columns: dict[str, dict[str, np.ndarray]] | None,
-                   num_classes: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+                   num_classes: int | None = None, models: dict[str, dict[str, Any]] | None = None,
+                   ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
     """One sidecar and one class-sums file per CLIP slug; returns (what the shard's record lists of them: each
     sidecar's size and each sums file's size and sha256, {slug: (class ids, counts, fixed-point sums)})."""
     keys = [s.key for s in samples]
@@ -68,7 +69,7 @@ def write_sidecars(store: Store, shard: str, samples: list[Sample], embeddings: 
     sizes, listed, arrays = {}, {}, {}
     for slug, emb in embeddings.items():
         extra = (extra_columns or {}).get(slug)
-        data = to_parquet_bytes(keys, cls, emb, extra)
+        data = to_parquet_bytes(keys, cls, emb, extra, (models or {}).get(slug))
         store.write_bytes(sidecar_rel(slug, shard), data)
         sizes[slug] = len(data)
         listed[slug], arrays[slug] = write_shard_sums(store, shard, slug, cls, emb, num_classes)
@@ -88,12 +89,13 @@ def commit_shard(
     record: dict[str, Any],
     extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
     num_classes: int | None = None,
+    models: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
     """Write tar, then per CLIP slug in ``embeddings`` (rows aligned with ``samples``) its sidecar and class sums, then
-    the record; returns (the record, the class sums by slug)."""
+    the record; returns (the record, the class sums by slug). ``models`` says per slug which model made the sidecar."""
     shard = shard_name(shard_id)
     size, digest = write_tar(store, shard, samples)
-    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes)
+    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes, models)
     keys = [s.key for s in samples]
     record = {
         **_merged(record, fields),
@@ -116,12 +118,13 @@ def commit_sidecars(
     embeddings: dict[str, np.ndarray],
     extra_columns: dict[str, dict[str, np.ndarray]] | None = None,
     num_classes: int | None = None,
+    models: dict[str, dict[str, Any]] | None = None,
     **changes: Any,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
     """Add sidecars (and class sums) to a committed shard whose tar stays as it is (a CLIP model added later): those
     first, then the record rewritten with them listed (and ``changes``); returns (the record, the sums by slug)."""
     shard = record["shard"]
-    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes)
+    fields, sums = write_sidecars(store, shard, samples, embeddings, extra_columns, num_classes, models)
     record = {**_merged(record, fields), **changes,
               "embeddings": sorted(set(record.get("embeddings", [])) | set(embeddings))}
     store.write_bytes(stats_rel(shard), json_bytes(record, indent=None))

@@ -352,7 +352,7 @@ def generate_samples(generator: Any, spec: Any, members: list[tuple[int, int]], 
                 **({"adaptation": options.adapt_id} if options.adapt_id else {}),
             }
             samples.append(Sample(cls, shot, encode_image(image, options.image_format, options.jpeg_quality),
-                                  options.image_format, meta))
+                                  options.image_format, meta, txt=prompt.text))
     position = {m: i for i, m in enumerate(members)}
     samples.sort(key=lambda smp: position[(smp.cls, smp.shot)])  # per-class batches: back to the shard's order
     return out

@@ -14,7 +14,7 @@ import numpy as np
 from genbench import validate
 from genbench.catalog.loaders.base import SplitData
 from genbench.seeds import sample_seed
-from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
+from genbench.shards.schema import IMAGE_FORMATS, Sample, class_caption, encode_image
 from genbench.sources.base import CheckContext, ShardSamples, Source, SourceSpec, option
 
 
@@ -49,7 +49,7 @@ def shot_orders(resources: Any) -> dict:
 
 def produce_originals(split: SplitData, dataset: str, class_names: tuple[str, ...], members: list[tuple[int, int]],
                       run_seed: int, image_format: str = "png", quality: int = 95,
-                      order_cache: dict | None = None) -> ShardSamples:
+                      order_cache: dict | None = None, template: str = "a photo of a {}.") -> ShardSamples:
     """Samples for the (class, shot) slots in ``members``; slots past a class's supply are returned as shortfall, and
     so is an image that cannot be read (counted in ``bad``: shot k stays the k-th image of the class's order)."""
     out = ShardSamples([])
@@ -71,7 +71,8 @@ def produce_originals(split: SplitData, dataset: str, class_names: tuple[str, ..
             "split": split.split,
             "original": split.ref(idx),
         }
-        out.samples.append(Sample(cls, shot, encode_image(pixels, image_format, quality), image_format, meta))
+        out.samples.append(Sample(cls, shot, encode_image(pixels, image_format, quality), image_format, meta,
+                                  txt=class_caption(template, class_names[cls])))
     return out
 
 
@@ -93,5 +94,6 @@ class OriginalSource(Source):
 
         job, spec = task.job, task.job.spec
         split = resources.split(job.dataset, "train", job.data_root)
-        return produce_originals(split, job.dataset, get_dataset(job.dataset).classes, task.members(), job.run_seed,
-                                 spec.image_format, spec.jpeg_quality, shot_orders(resources))
+        dataset = get_dataset(job.dataset)
+        return produce_originals(split, job.dataset, dataset.classes, task.members(), job.run_seed,
+                                 spec.image_format, spec.jpeg_quality, shot_orders(resources), dataset.templates[0])

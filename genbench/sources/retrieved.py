@@ -23,7 +23,9 @@ from PIL import Image
 from genbench import validate
 from genbench.models.refs import index_slug
 from genbench.retrieval import staging
+from genbench.errors import UsageError
 from genbench.retrieval.policy import FetchPolicy, parse_policy
+from genbench.retrieval.resize import RESIZE_MODES, Resizer
 from genbench.shards.schema import IMAGE_FORMATS, Sample, encode_image
 from genbench.sources.base import (
     CheckContext,
@@ -51,12 +53,29 @@ class RetrievedSpec(SourceSpec):
     jpeg_quality: int = option(95, validate.ints(1, 100), token="q{}", always=True)
     allow_addresses: tuple[str, ...] = option((), validate.cidrs, identity=False)
     fetch: dict[str, Any] | None = option(None, identity=False)
+    resize_mode: str | None = option(None, validate.one_of(*RESIZE_MODES), token="rm-{}",
+                                     help="img2dataset's resize modes (OpenCV); unset: shorter side to image_size "
+                                          "and centre crop (PIL, bicubic)")
+    resize_only_if_bigger: bool = option(False, validate.flags(), token="only-bigger",
+                                         when=lambda s: s.resize_mode is not None)
+    images_from: str = option("", validate.texts("the output folder of an img2dataset download (webdataset)"),
+                              token="i2d", help="read candidates' images from an img2dataset download, never fetch")
 
     def policy(self, where: str = "fetch") -> FetchPolicy:
         return parse_policy(self.fetch, where, self.allow_addresses)
 
     def validate(self, where: str, datasets: tuple[str, ...]) -> None:
         self.policy(f"{where}.fetch")
+        if self.resize_mode not in (None, "no") and not self.image_size:
+            raise UsageError(f"{where}.image_size", self.image_size,
+                             f"a size in pixels (resize_mode {self.resize_mode!r} resizes to it)")
+
+    def resizer(self) -> Any:
+        """How a downloaded image becomes a sample's pixels (an RGB PIL image)."""
+        if self.resize_mode is None:
+            return lambda data: fit_image(data, self.image_size)
+        resize = Resizer(self.image_size or 0, self.resize_mode, self.resize_only_if_bigger)
+        return lambda data: Image.fromarray(resize(data))
 
     def identity_options(self) -> dict[str, Any]:
         # An index built before indexes recorded an id is identified by its path, as collections from it always were.
@@ -75,18 +94,26 @@ class RetrievedSource(Source):
 
         info = read_info(spec.index, ctx.storage_options, f"{where}.index")
         check_built_with(info, ctx.clip, ctx.clip_slug, f"{where}.index", spec.index)
+        if spec.images_from:
+            from genbench.retrieval.from_download import check_download
+
+            check_download(spec.images_from, ctx.storage_options, f"{where}.images_from")
 
     def resolve(self, spec: RetrievedSpec, ctx: CheckContext) -> RetrievedSpec:
         from genbench.retrieval.index import read_info
 
         index = spec.index if "://" in spec.index else os.path.abspath(spec.index)
         info = read_info(index, ctx.storage_options)
-        return replace(spec, index=index, index_id=info.id)
+        images_from = spec.images_from
+        if images_from and "://" not in images_from:
+            images_from = os.path.abspath(images_from)
+        return replace(spec, index=index, index_id=info.id, images_from=images_from)
 
     def plan_slots(self, job: Any, pending: list[Any], done: list[tuple[Any, dict[str, Any]]],
                    ctx: PlanContext) -> SlotPlan:
         from genbench.catalog import get_dataset
         from genbench.retrieval.assign import assign_slots, payload, short_classes
+        from genbench.retrieval.from_download import download_digest, import_from_download
         from genbench.retrieval.index import open_index
         from genbench.retrieval.query import mean_text_similarity, retrieve
 
@@ -100,13 +127,20 @@ class RetrievedSource(Source):
         query = {"cpu_seconds": time.process_time() - q_cpu, "wall_s": round(time.perf_counter() - q_wall, 3)}
         wanted = list(dict.fromkeys(plan.url_table().column("url").to_pylist()))
         policy = spec.policy()
-        outcomes = staging.read_outcomes(where, job.storage_options, policy.digest())
+        digest = (download_digest(spec.images_from, job.storage_options, policy) if spec.images_from
+                  else policy.digest())
+        outcomes = staging.read_outcomes(where, job.storage_options, digest)
         todo = [u for u in wanted if u not in outcomes or not outcomes[u].final]
         t0 = time.perf_counter()
-        if todo:
+        if todo and spec.images_from:
+            log.info("%s: reading %d candidate URL(s) from %s (%d cached)", job.uri, len(todo), spec.images_from,
+                     len(wanted) - len(todo))
+            import_from_download(todo, spec.images_from, where, policy, job.storage_options)
+            outcomes = staging.read_outcomes(where, job.storage_options, digest)
+        elif todo:
             log.info("%s: downloading %d candidate URL(s) (%d cached)", job.uri, len(todo), len(wanted) - len(todo))
             ctx.download(todo, where, dataclasses.asdict(policy), job.storage_options, ctx.progress)
-            outcomes = staging.read_outcomes(where, job.storage_options, policy.digest())
+            outcomes = staging.read_outcomes(where, job.storage_options, digest)
         wall = time.perf_counter() - t0
 
         arrived = [u for u in wanted if u in outcomes and outcomes[u].ok]
@@ -144,9 +178,10 @@ class RetrievedSource(Source):
                                      job.storage_options)
         names = get_dataset(job.dataset).classes
         out = ShardSamples([])
+        fit = spec.resizer()
         for cls, shot, cand in slots:
             try:
-                image = fit_image(images[cand["url"]], spec.image_size)
+                image = fit(images[cand["url"]])
             except Exception as exc:  # verified when downloaded; a bad file in the cache is skipped, not fatal
                 out.skip((cls, shot), cand["url"], exc)
                 continue
@@ -160,7 +195,7 @@ class RetrievedSource(Source):
                 "index_id": int(cand["id"]),
             }
             out.samples.append(Sample(cls, shot, encode_image(image, spec.image_format, spec.jpeg_quality),
-                                      spec.image_format, meta))
+                                      spec.image_format, meta, txt=str(cand["caption"])))
         filled = {(c, k) for c, k, _ in slots}
         out.shortfall = [m for m in task.members() if m not in filled or m in set(out.shortfall)]
         return out
